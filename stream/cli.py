@@ -1,0 +1,121 @@
+"""The ``chainwire`` command: ``chainwire serve [--host H] [--port P]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from stream import __version__
+from stream.settings import ConfigError, Settings, describe_variables, load_settings
+from stream.settings import unknown_variables
+
+__all__ = ["main"]
+
+logger = logging.getLogger("chainwire")
+
+EXIT_CONFIG = 2
+EXIT_STARTUP_FAILED = 3
+
+
+def _variables_help() -> str:
+    lines = ["environment variables (also read from ./.env; flags override them):"]
+    for name, default, description in describe_variables():
+        lines.append(f"  {name}  [default: {default}]")
+        lines.extend(textwrap.wrap(description, 76, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6))
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chainwire",
+        description="Real-time Bitcoin event streaming over SSE and WebSocket.",
+    )
+    parser.add_argument("--version", action="version", version=f"chainwire {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the Chainwire server (HTTP, SSE and WebSocket on one port).",
+        epilog=_variables_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="address to listen on (overrides CHAINWIRE_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides CHAINWIRE_PORT / PORT)")
+    serve.add_argument(
+        "--env-file", default=".env", metavar="PATH",
+        help="read variables from this file too (default: ./.env, if present)",
+    )
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _log_effective(settings: Settings) -> None:
+    logger.info("chainwire %s starting", __version__)
+    for name, value in settings.redacted().items():
+        logger.info("  %s=%s", name, value)
+    for name in unknown_variables():
+        logger.warning("%s is not a Chainwire setting (a typo?); ignored", name)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGINT/SIGTERM; the return value is the exit code."""
+    import uvicorn  # imported here so `--help` and config errors stay instant
+
+    class GracefulServer(uvicorn.Server):
+        # uvicorn re-raises SIGINT/SIGTERM once its graceful shutdown is done, so the
+        # process would exit 130/143. A shutdown we completed cleanly exits 0 instead.
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    from stream.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our logging set-up
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        lifespan="on",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=10,
+    )
+    server = GracefulServer(config)
+    server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully
+    return 0 if server.started else EXIT_STARTUP_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    try:
+        settings = load_settings(overrides, env_file=args.env_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"chainwire: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings.log_level)
+    _log_effective(settings)
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
