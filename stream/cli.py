@@ -11,8 +11,13 @@ from types import FrameType
 from typing import Any
 
 from stream import __version__
-from stream.settings import ConfigError, Settings, describe_variables, load_settings
-from stream.settings import unknown_variables
+from stream.settings import (
+    ConfigError,
+    Settings,
+    describe_variables,
+    load_settings,
+    unknown_variables,
+)
 
 __all__ = ["main"]
 
@@ -46,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", help="address to listen on (overrides CHAINWIRE_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (overrides CHAINWIRE_PORT / PORT)")
+    serve.add_argument(
+        "--port", type=int, help="port to listen on (overrides CHAINWIRE_PORT / PORT)"
+    )
     serve.add_argument(
         "--env-file", default=".env", metavar="PATH",
         help="read variables from this file too (default: ./.env, if present)",

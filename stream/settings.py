@@ -247,7 +247,10 @@ def _problem_line(error: Mapping[str, Any]) -> str:
     # Our own validators raise ValueError(bad_item): name that item, not the whole list.
     got = error.get("ctx", {}).get("error") or error.get("input")
     alias = info.validation_alias
-    variable = " or ".join(alias.choices) if isinstance(alias, AliasChoices) else env_name(field)
+    if isinstance(alias, AliasChoices):
+        variable = " or ".join(str(choice) for choice in alias.choices)
+    else:
+        variable = env_name(field)
     if field == "database_url":
         got = _redact_url(str(got))
     elif extra.get("secret"):
