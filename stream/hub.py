@@ -1,0 +1,196 @@
+"""The hub: fans each stored batch out to every connected client.
+
+``publish()`` never waits on a client. Each batch is filtered and encoded once per
+distinct filter (orjson), then offered to each client's bounded buffer. A client whose
+buffer is full is cut: its stream ends and the transport tells it where to resume
+(WS close 4008 naming the last delivered seq; SSE ends so EventSource reconnects with
+Last-Event-ID). Replay from the store then gives it everything it missed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from batcher.events import Batch
+from stream.filters import ClientFilter
+
+__all__ = ["DisconnectReason", "Hub", "HubState", "Message", "Subscriber"]
+
+logger = logging.getLogger(__name__)
+
+_WS_BATCH_PREFIX = b'{"op":"batch",'
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One filtered batch, encoded once and shared by every client with the same filter.
+
+    ``payload`` is the batch JSON (SSE ``data:``); ``ws_payload`` is the same object with
+    ``"op":"batch"`` in front, built by concatenation rather than a second encode.
+    """
+
+    seq: int
+    type: str
+    count: int
+    payload: bytes
+    ws_payload: bytes
+
+    @classmethod
+    def encode(cls, batch: Batch) -> Message:
+        payload = orjson.dumps(batch.to_dict())
+        return cls(batch.seq, batch.type, batch.count, payload, _WS_BATCH_PREFIX + payload[1:])
+
+
+class HubState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DisconnectReason(enum.Enum):
+    """Why a subscriber's stream ended (for logs and metrics)."""
+
+    CLIENT_GONE = "client_gone"
+    SLOW_CLIENT = "slow_client"
+    SHUTDOWN = "shutdown"
+
+
+class Subscriber:
+    """One client's live feed: a bounded buffer of ``Message``s matching its filter.
+
+    Iterate it to receive messages; iteration ends when the client is cut for being too
+    slow (``reason`` is ``SLOW_CLIENT``) or the hub shuts down (``SHUTDOWN``).
+    """
+
+    def __init__(self, hub: Hub, transport: str, client_filter: ClientFilter,
+                 buffer_size: int) -> None:
+        self._hub = hub
+        self.transport = transport
+        self.filter = client_filter
+        send, receive = anyio.create_memory_object_stream[Message](buffer_size)
+        self._send: MemoryObjectSendStream[Message] = send
+        self._receive: MemoryObjectReceiveStream[Message] = receive
+        self.reason: DisconnectReason | None = None
+
+    @property
+    def cut(self) -> bool:
+        """True once the hub has stopped feeding this subscriber."""
+        return self.reason is not None
+
+    def _offer(self, message: Message) -> bool:
+        try:
+            self._send.send_nowait(message)
+        except anyio.WouldBlock:
+            self._end(DisconnectReason.SLOW_CLIENT)
+            return False
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
+    def _end(self, reason: DisconnectReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self._send.close()
+
+    def set_filter(self, client_filter: ClientFilter) -> None:
+        """Change what this client receives from the next published batch on."""
+        self.filter = client_filter
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        # The stream stays open when iteration stops early; ``close()`` owns it.
+        try:
+            async for message in self._receive:
+                if self.reason is DisconnectReason.SLOW_CLIENT:
+                    return  # cut now: the rest comes back through replay
+                yield message
+        except anyio.ClosedResourceError:
+            return  # closed by the client's own handler
+
+    def close(self) -> None:
+        """The client went away: unsubscribe (idempotent)."""
+        self._end(DisconnectReason.CLIENT_GONE)
+        self._receive.close()
+        self._hub._remove(self)
+
+
+class Hub:
+    """Fan-out of published batches to subscribers, never blocking the publisher."""
+
+    def __init__(self, *, buffer_size: int = 1000) -> None:
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
+        self.buffer_size = buffer_size
+        self.state = HubState.OPEN
+        self._subscribers: set[Subscriber] = set()
+        self.last_seq = 0
+        self.batches_published = 0
+        self.deliveries: Counter[str] = Counter()
+        self.disconnects: Counter[str] = Counter()
+        self.encodes = 0
+
+    def subscribe(self, transport: str, client_filter: ClientFilter) -> Subscriber:
+        if self.state is HubState.CLOSED:
+            raise RuntimeError("cannot subscribe to a closed hub")
+        subscriber = Subscriber(self, transport, client_filter, self.buffer_size)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def subscribers(self) -> list[Subscriber]:
+        return list(self._subscribers)
+
+    def _remove(self, subscriber: Subscriber) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.discard(subscriber)
+            reason = subscriber.reason or DisconnectReason.CLIENT_GONE
+            self.disconnects[f"{subscriber.transport}:{reason.value}"] += 1
+
+    def publish(self, batch: Batch) -> None:
+        """Offer ``batch`` to every subscriber; never waits (``BatchSink`` protocol)."""
+        if self.state is HubState.CLOSED:
+            raise RuntimeError("cannot publish on a closed hub")
+        self.last_seq = max(self.last_seq, batch.seq)
+        self.batches_published += 1
+        encoded: dict[ClientFilter, Message | None] = {}
+        for subscriber in list(self._subscribers):
+            if subscriber.cut:
+                continue
+            key = subscriber.filter
+            if key not in encoded:
+                filtered = key.apply(batch)
+                encoded[key] = None if filtered is None else Message.encode(filtered)
+                self.encodes += filtered is not None
+            message = encoded[key]
+            if message is None:
+                continue
+            if subscriber._offer(message):
+                self.deliveries[subscriber.transport] += 1
+            elif subscriber.reason is DisconnectReason.SLOW_CLIENT:
+                logger.info("cut a slow %s client at seq %d", subscriber.transport, batch.seq)
+
+    def close(self) -> None:
+        """End every stream (transports then tell clients to come back later)."""
+        if self.state is HubState.CLOSED:
+            return
+        self.state = HubState.CLOSED
+        for subscriber in list(self._subscribers):
+            subscriber._end(DisconnectReason.SHUTDOWN)
+
+    def stats(self) -> dict[str, Any]:
+        by_transport = Counter(s.transport for s in self._subscribers)
+        return {
+            "state": self.state.value,
+            "clients": dict(by_transport),
+            "last_seq": self.last_seq,
+            "batches_published": self.batches_published,
+            "encodes": self.encodes,
+            "deliveries": dict(self.deliveries),
+            "disconnects": dict(self.disconnects),
+        }

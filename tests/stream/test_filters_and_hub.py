@@ -1,0 +1,135 @@
+"""The hub and client filters, driven synchronously: no sockets, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import orjson
+import pytest
+
+from batcher.events import Batch, Event
+from stream.filters import ClientFilter, FilterError
+from stream.hub import DisconnectReason, Hub, Message
+
+ALICE, BOB = "bcrt1qalice", "bcrt1qbob"
+
+
+def address_event(address: str, received: int, txid: str = "aa" * 32) -> Event:
+    data = {"address": address, "txid": txid, "height": 0, "status": "mempool",
+            "received_sats": received, "sent_sats": 0, "confirmations": 0}
+    return Event("address", address, data, ts=1_700_000_000.0)
+
+
+def large_tx(total: int, to: str) -> Event:
+    data = {"txid": "bb" * 32, "height": 0, "total_out_sats": total,
+            "outputs": [{"address": to, "value_sats": total}]}
+    return Event("tx.large", "bb" * 32, data, ts=1_700_000_000.0)
+
+
+def batch(seq: int, *events: Event) -> Batch:
+    return Batch(seq, "epoch-1", events[0].type, events, ts=1_700_000_000.5)
+
+
+def block(seq: int) -> Batch:
+    event = Event("block", str(100 + seq), {"height": 100 + seq, "hash": "cc" * 32}, 1.0)
+    return Batch(seq, "epoch-1", "block", (event,), 1.0)
+
+
+def test_address_filter_keeps_seq_and_counts_what_it_carries() -> None:
+    three = batch(7, address_event(ALICE, 10), address_event(BOB, 20), address_event(ALICE, 30))
+    only_alice = ClientFilter.build(addresses=[ALICE]).apply(three)
+    assert only_alice is not None
+    assert only_alice.seq == 7 and only_alice.count == 2
+    assert [e.data["received_sats"] for e in only_alice.events] == [10, 30]
+
+
+def test_min_sats_narrows_address_and_large_tx_but_not_blocks() -> None:
+    rich = ClientFilter.build(min_sats=25)
+    kept = rich.apply(batch(1, address_event(ALICE, 10), address_event(BOB, 30)))
+    assert kept is not None and [e.key for e in kept.events] == [BOB]
+    assert rich.apply(batch(2, large_tx(20, ALICE))) is None
+    blocks = block(3)
+    assert rich.apply(blocks) is blocks
+
+
+def test_type_filter_and_address_filter_on_large_transactions() -> None:
+    watcher = ClientFilter.build(types=["tx.large"], addresses=[BOB])
+    assert watcher.apply(block(1)) is None
+    assert watcher.apply(batch(2, large_tx(5, ALICE))) is None
+    assert watcher.apply(batch(3, large_tx(5, BOB))) is not None
+
+
+def test_unknown_type_and_negative_min_sats_are_refused() -> None:
+    with pytest.raises(FilterError, match="unknown event type 'blocks'"):
+        ClientFilter.build(types=["blocks"])
+    with pytest.raises(FilterError, match="min_sats"):
+        ClientFilter.build(min_sats=-1)
+
+
+def test_ws_payload_is_the_batch_with_an_op() -> None:
+    message = Message.encode(block(5))
+    assert orjson.loads(message.ws_payload) == {"op": "batch", **orjson.loads(message.payload)}
+
+
+@pytest.fixture
+def hubs() -> Iterator[list[Hub]]:
+    """Hubs made by a test; every subscriber is closed afterwards, as transports do."""
+    made: list[Hub] = []
+    yield made
+    for hub in made:
+        hub.close()
+        for subscriber in hub.subscribers():
+            subscriber.close()
+
+
+@pytest.mark.anyio
+async def test_each_distinct_filter_is_encoded_once_per_batch(hubs: list[Hub]) -> None:
+    hub = Hub(buffer_size=10)
+    hubs.append(hub)
+    everyone = [hub.subscribe("ws", ClientFilter()) for _ in range(50)]
+    alice_fans = [hub.subscribe("sse", ClientFilter.build(addresses=[ALICE])) for _ in range(50)]
+    hub.publish(batch(1, address_event(ALICE, 1), address_event(BOB, 2)))
+    assert hub.encodes == 2
+    assert hub.deliveries == {"ws": 50, "sse": 50}
+    with anyio.fail_after(1):
+        async for message in everyone[0]:
+            assert message.count == 2
+            break
+        async for message in alice_fans[0]:
+            assert message.count == 1
+            break
+
+
+@pytest.mark.anyio
+async def test_a_slow_client_is_cut_without_slowing_the_others(hubs: list[Hub]) -> None:
+    hub = Hub(buffer_size=3)
+    hubs.append(hub)
+    slow = hub.subscribe("ws", ClientFilter())
+    fast = hub.subscribe("ws", ClientFilter())
+    received: list[int] = []
+    for seq in range(1, 6):
+        hub.publish(block(seq))
+        async for message in fast:  # the fast client keeps up
+            received.append(message.seq)
+            break
+    assert received == [1, 2, 3, 4, 5]
+    assert slow.reason is DisconnectReason.SLOW_CLIENT
+    assert [m.seq async for m in slow] == []  # cut at once; replay brings the rest back
+    slow.close()
+    assert hub.stats()["disconnects"] == {"ws:slow_client": 1}
+
+
+@pytest.mark.anyio
+async def test_closing_the_hub_ends_every_stream_and_refuses_publishing(
+    hubs: list[Hub],
+) -> None:
+    hub = Hub()
+    hubs.append(hub)
+    subscriber = hub.subscribe("sse", ClientFilter())
+    hub.publish(block(1))
+    hub.close()
+    assert [m.seq async for m in subscriber] == [1]
+    assert subscriber.reason is DisconnectReason.SHUTDOWN
+    with pytest.raises(RuntimeError, match="cannot publish on a closed hub"):
+        hub.publish(block(2))
