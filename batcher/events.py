@@ -16,9 +16,7 @@ from typing import Any
 __all__ = ["EVENT_TYPES", "Batch", "Event", "format_ts", "new_event_id"]
 
 #: The event types Chainwire produces (see ARCHITECTURE.md for their fields).
-EVENT_TYPES: frozenset[str] = frozenset(
-    {"block", "reorg", "address", "tx.large", "fees", "server"}
-)
+EVENT_TYPES: frozenset[str] = frozenset({"block", "reorg", "address", "tx.large", "fees", "server"})
 
 
 def new_event_id() -> str:

@@ -1,0 +1,240 @@
+"""The store interface: one Protocol, two engines (PostgreSQL and SQLite).
+
+The store gives each batch its ``seq`` (strictly increasing, in commit order, without gaps)
+and keeps the events so a client can replay what it missed. It also keeps the producers'
+state (watch list, known transactions per address, tip) so they resume after a restart.
+
+Saving is idempotent per ``NewBatch.batch_id``: if a save raised after the database had in
+fact committed (a connection cut during COMMIT), saving the same batch again returns the
+stored batch with its original ``seq`` instead of writing it twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+import orjson
+
+from batcher.events import Batch, Event
+
+__all__ = [
+    "BatchStore",
+    "NewBatch",
+    "StoreError",
+    "StoreUnavailable",
+    "encode_batch",
+    "open_store",
+    "redact_url",
+    "validate_event",
+]
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (closed, misused, or the database failed)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now; trying again later may work."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A batch before it is stored: no ``seq`` or ``epoch`` yet.
+
+    ``batch_id`` makes saving idempotent; ``ts`` is when the window closed (epoch seconds).
+    """
+
+    type: str
+    events: tuple[Event, ...]
+    ts: float
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if not self.events:
+            raise ValueError("a batch needs at least one event")
+
+    @property
+    def count(self) -> int:
+        return len(self.events)
+
+    def sequenced(self, seq: int, epoch: str) -> Batch:
+        """The stored form of this batch."""
+        return Batch(seq=seq, epoch=epoch, type=self.type, events=self.events, ts=self.ts)
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """The canonical wire encoding of a batch (what SSE ``data:`` carries).
+
+    A batch read back from the store encodes to the same bytes as the live one.
+    """
+    return orjson.dumps(batch.to_dict())
+
+
+def validate_event(event: Event) -> None:
+    """Raise ``ValueError`` if ``event`` cannot be stored and replayed byte for byte.
+
+    Checked when an event is submitted, so a bad event fails its producer at once instead of
+    making a batch that no store can ever save.
+    """
+    if not isinstance(event, Event):
+        raise ValueError(f"expected an Event, got {type(event).__name__}")
+    if not isinstance(event.type, str) or not event.type:
+        raise ValueError(f"event type must be a non-empty string, got {event.type!r}")
+    if not isinstance(event.key, str):
+        raise ValueError(f"event key must be a string, got {event.key!r}")
+    if not isinstance(event.id, str) or not event.id:
+        raise ValueError(f"event id must be a non-empty string, got {event.id!r}")
+    if isinstance(event.ts, bool) or not isinstance(event.ts, int | float):
+        raise ValueError(f"event ts must be epoch seconds, got {event.ts!r}")
+    try:
+        orjson.dumps(dict(event.data))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event data is not JSON-encodable: {exc}") from None
+
+
+@runtime_checkable
+class BatchStore(Protocol):
+    """What the batcher, the API and the producers need from storage.
+
+    Use as ``async with open_store(url) as store:``. Every method may raise
+    ``StoreUnavailable`` when the database is down; the runner retries saves.
+    """
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password removed (safe to log)."""
+        ...
+
+    @property
+    def epoch(self) -> str:
+        """Changes only when the store is reset; valid after ``open()``."""
+        ...
+
+    async def open(self) -> None:
+        """Connect (retrying while the database is down) and create or migrate the schema."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers."""
+        ...
+
+    async def save_batches(self, batches: Sequence[NewBatch]) -> list[Batch]:
+        """Store ``batches`` in one transaction (group commit), in order; return them sequenced.
+
+        Idempotent per ``batch_id``: a batch already stored comes back with its stored seq.
+        """
+        ...
+
+    async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
+        """Stored batches with ``seq`` greater than ``seq``, oldest first (replay)."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The highest seq ever assigned (0 when none); survives retention pruning."""
+        ...
+
+    async def oldest_seq(self) -> int | None:
+        """The lowest seq still stored, or None when no batch is stored (gap detection)."""
+        ...
+
+    async def recent_blocks(self, limit: int = 10) -> list[Event]:
+        """The latest ``block`` events, newest first."""
+        ...
+
+    async def large_transactions(self, min_sats: int = 0, limit: int = 50) -> list[Event]:
+        """The latest ``tx.large`` events paying out at least ``min_sats``, newest first."""
+        ...
+
+    async def address_events(self, address: str, limit: int = 50) -> list[Event]:
+        """The latest ``address`` events about ``address``, newest first."""
+        ...
+
+    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
+        """Watch ``addresses``; return those that were not watched yet, in the order given."""
+        ...
+
+    async def watch_remove(self, address: str) -> bool:
+        """Stop watching ``address`` (and forget its known transactions); True if it was."""
+        ...
+
+    async def watch_list(self) -> list[str]:
+        """Every watched address, oldest first."""
+        ...
+
+    async def known_txs(self, address: str) -> dict[str, int]:
+        """The transactions already reported for ``address``: txid -> height (0 = mempool)."""
+        ...
+
+    async def set_known_txs(self, address: str, txs: Mapping[str, int]) -> None:
+        """Replace the known transactions of ``address``."""
+        ...
+
+    async def get_tip(self) -> tuple[int, str] | None:
+        """The last processed tip as (height, hash), or None."""
+        ...
+
+    async def set_tip(self, height: int, block_hash: str) -> None:
+        """Record the last processed tip."""
+        ...
+
+    async def prune(self, older_than: float) -> int:
+        """Delete batches whose ts is before ``older_than`` (epoch seconds); return how many."""
+        ...
+
+    async def reset(self) -> None:
+        """Delete every batch and start a new epoch (the watch list and tip are kept)."""
+        ...
+
+
+_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) removed, for logs and errors."""
+    return _PASSWORD.sub(r"\1@", url)
+
+
+def open_store(url: str, **options: Any) -> BatchStore:
+    """Make the store for ``url`` (not yet opened: use ``async with``).
+
+    ``postgresql://user@host:port/db`` (or ``postgres://``) selects PostgreSQL;
+    ``sqlite:///relative.db`` (relative to the working directory) or
+    ``sqlite:////absolute/path.db`` selects the embedded SQLite store. ``options`` go to the
+    engine's constructor.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"database URL must be a string, got {url!r}")
+    if url.startswith(("postgresql://", "postgres://")):
+        from batcher.store_postgres import PostgresStore
+
+        return PostgresStore(url, **options)
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path:
+            raise ValueError(f"database URL {url!r} names no file: use sqlite:///chainwire.db")
+        from batcher.store_sqlite import SQLiteStore
+
+        return SQLiteStore(os.fspath(path), **options)
+    raise ValueError(
+        f"unsupported database URL {redact_url(url)!r}: expected postgresql://user@host/db, "
+        "sqlite:///relative.db or sqlite:////absolute/path.db"
+    )

@@ -1,0 +1,466 @@
+"""The PostgreSQL store (asyncpg): production storage, shared by several nodes.
+
+One transaction per ``save_batches`` call: the batch rows, then their events (executemany;
+``COPY`` when a group commit carries many rows, because under a flood that is what keeps up),
+then the sequence counter. The counter is a row in ``chainwire_meta`` updated inside the
+transaction, so its row lock orders writers: seqs are gapless and increase in commit order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import asyncpg
+
+from batcher._rows import batch_rows, batches_from_rows, event_from_row
+from batcher.events import Batch, Event
+from batcher.store import NewBatch, StoreError, StoreUnavailable, redact_url
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+logger = logging.getLogger(__name__)
+
+#: The schema this code writes; older schemas are migrated at ``open()``.
+SCHEMA_VERSION = 1
+
+# Any constant works: it only has to be the same for every node migrating this database.
+_MIGRATION_LOCK = 0x43484E57  # "CHNW"
+
+_META = """
+CREATE TABLE IF NOT EXISTS chainwire_meta (
+    id smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    schema_version integer NOT NULL,
+    epoch text NOT NULL,
+    last_seq bigint NOT NULL DEFAULT 0,
+    tip_height bigint,
+    tip_hash text
+)
+"""
+
+# Each entry migrates from the previous version. Never edit a released entry: add one.
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE chainwire_batches (
+        seq bigint PRIMARY KEY,
+        batch_id text NOT NULL UNIQUE,
+        type text NOT NULL,
+        ts double precision NOT NULL,
+        count integer NOT NULL
+    );
+    CREATE INDEX chainwire_batches_ts ON chainwire_batches (ts);
+    -- data is json text, not jsonb: jsonb reorders keys and replay must be byte-exact.
+    CREATE TABLE chainwire_events (
+        seq bigint NOT NULL,
+        idx integer NOT NULL,
+        id text NOT NULL,
+        type text NOT NULL,
+        key text NOT NULL,
+        ts double precision NOT NULL,
+        value_sats bigint,
+        data text NOT NULL,
+        PRIMARY KEY (seq, idx)
+    );
+    CREATE INDEX chainwire_events_type_key ON chainwire_events (type, key, seq);
+    CREATE INDEX chainwire_events_large ON chainwire_events (value_sats)
+        WHERE type = 'tx.large';
+    CREATE TABLE chainwire_watch (
+        id bigserial PRIMARY KEY,
+        address text NOT NULL UNIQUE
+    );
+    CREATE TABLE chainwire_known_tx (
+        address text NOT NULL,
+        txid text NOT NULL,
+        height bigint NOT NULL,
+        PRIMARY KEY (address, txid)
+    );
+    """,
+}
+
+_EVENT_COLUMNS = ("seq", "idx", "id", "type", "key", "ts", "value_sats", "data")
+_INSERT_BATCH = (
+    "INSERT INTO chainwire_batches (seq, batch_id, type, ts, count) VALUES ($1, $2, $3, $4, $5)"
+)
+_INSERT_EVENT = (
+    "INSERT INTO chainwire_events (seq, idx, id, type, key, ts, value_sats, data) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+_REPLAY = """
+WITH b AS (
+    SELECT seq, type, ts FROM chainwire_batches WHERE seq > $1 ORDER BY seq LIMIT $2
+)
+SELECT b.seq, b.type, b.ts, e.id, e.key, e.ts, e.data
+FROM b JOIN chainwire_events e ON e.seq = b.seq
+ORDER BY b.seq, e.idx
+"""
+
+# Errors that mean "the database is not reachable right now", as opposed to a bad query.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
+
+
+class PostgresStore:
+    """The ``BatchStore`` on PostgreSQL.
+
+    ``pool_size`` bounds connections; ``copy_threshold`` is the number of event rows in one
+    save from which ``COPY`` replaces ``executemany``; ``command_timeout`` bounds one query;
+    ``open_timeout`` bounds how long ``open()`` keeps retrying (None: until cancelled);
+    ``retry_max_delay`` caps the pause between connection attempts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 4,
+        copy_threshold: int = 500,
+        command_timeout: float = 30.0,
+        open_timeout: float | None = None,
+        retry_max_delay: float = 30.0,
+    ) -> None:
+        if pool_size < 2:
+            # One connection writes while another serves queries (replay, REST).
+            raise ValueError(f"pool_size must be >= 2, got {pool_size}")
+        if copy_threshold < 1:
+            raise ValueError(f"copy_threshold must be >= 1, got {copy_threshold}")
+        if command_timeout <= 0:
+            raise ValueError(f"command_timeout must be > 0, got {command_timeout}")
+        if open_timeout is not None and open_timeout <= 0:
+            raise ValueError(f"open_timeout must be > 0 or None, got {open_timeout}")
+        if retry_max_delay <= 0:
+            raise ValueError(f"retry_max_delay must be > 0, got {retry_max_delay}")
+        self._dsn = url
+        self._url = redact_url(url)
+        self._pool_size = pool_size
+        self._copy_threshold = copy_threshold
+        self._command_timeout = command_timeout
+        self._open_timeout = open_timeout
+        self._retry_max_delay = retry_max_delay
+        self._pool: asyncpg.Pool | None = None
+        self._epoch: str | None = None
+        # batch_ids whose last save raised: the COMMIT may have happened anyway.
+        self._uncertain: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._url!r})"
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def epoch(self) -> str:
+        if self._epoch is None:
+            raise RuntimeError("the store is not open")
+        return self._epoch
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect and migrate; while the database is unreachable, log one line per attempt
+        and retry with backoff (up to ``open_timeout``)."""
+        if self._pool is not None:
+            raise RuntimeError("the store is already open")
+        delay = 0.5
+        deadline = None if self._open_timeout is None else anyio.current_time() + self._open_timeout
+        while True:
+            try:
+                pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    command_timeout=self._command_timeout,
+                )
+            except _TRANSIENT as exc:
+                now = anyio.current_time()
+                if deadline is not None and now + delay > deadline:
+                    raise StoreUnavailable(
+                        f"database at {self._url} is unreachable ({_describe(exc)})"
+                    ) from None
+                logger.error(
+                    "database at %s is unreachable (%s); retrying in %g s",
+                    self._url,
+                    _describe(exc),
+                    delay,
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_delay)
+                continue
+            except asyncpg.PostgresError as exc:
+                # Wrong database name, bad credentials...: retrying will not help.
+                raise StoreError(f"cannot open database at {self._url}: {_describe(exc)}") from None
+            break
+        try:
+            await self._migrate(pool)
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+        logger.info("store open: %s (epoch %s)", self._url, self._epoch)
+
+    async def close(self) -> None:
+        """Close the pool (waiting at most 5 s for busy connections, then terminating)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(5.0):
+                try:
+                    await pool.close()
+                    return
+                except Exception:
+                    logger.exception("closing the database pool failed; terminating it")
+            pool.terminate()
+
+    async def _migrate(self, pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            # Nodes starting together: one migrates, the others wait and see it done.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(_META)
+            row = await conn.fetchrow("SELECT schema_version, epoch FROM chainwire_meta")
+            version = 0 if row is None else int(row["schema_version"])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database at {self._url} has schema version {version}, newer than this "
+                    f"Chainwire ({SCHEMA_VERSION}): upgrade Chainwire"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                await conn.execute(_MIGRATIONS[step])
+                logger.info("migrated %s to schema version %d", self._url, step)
+            if row is None:
+                epoch = uuid.uuid4().hex
+                await conn.execute(
+                    "INSERT INTO chainwire_meta (schema_version, epoch) VALUES ($1, $2)",
+                    SCHEMA_VERSION,
+                    epoch,
+                )
+            else:
+                epoch = str(row["epoch"])
+                await conn.execute("UPDATE chainwire_meta SET schema_version = $1", SCHEMA_VERSION)
+            self._epoch = epoch
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn:
+                return await conn.fetch(query, *args)
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+
+    async def _execute(self, query: str, *args: Any) -> str:
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn:
+                return await conn.execute(query, *args)
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+
+    # -- batches ---------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def save_batches(self, batches: Sequence[NewBatch]) -> list[Batch]:
+        if not batches:
+            return []
+        pool = self._require_pool()
+        epoch = self.epoch
+        ids = [b.batch_id for b in batches]
+        check = not self._uncertain.isdisjoint(ids)
+        self._uncertain.update(ids)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                existing: dict[str, int] = {}
+                if check:
+                    # Take the counter's lock first: a transaction of ours that lost its
+                    # connection may still be finishing on the server; wait for its outcome.
+                    await conn.execute("UPDATE chainwire_meta SET last_seq = last_seq")
+                    rows = await conn.fetch(
+                        "SELECT batch_id, seq FROM chainwire_batches WHERE batch_id = ANY($1)",
+                        ids,
+                    )
+                    existing = {r[0]: r[1] for r in rows}
+                fresh = [b for b in batches if b.batch_id not in existing]
+                first = 0
+                if fresh:
+                    last = await conn.fetchval(
+                        "UPDATE chainwire_meta SET last_seq = last_seq + $1 RETURNING last_seq",
+                        len(fresh),
+                    )
+                    first = int(last) - len(fresh) + 1
+                    brows, erows = batch_rows(fresh, first)
+                    await conn.executemany(_INSERT_BATCH, brows)
+                    if len(erows) >= self._copy_threshold:
+                        await conn.copy_records_to_table(
+                            "chainwire_events", records=erows, columns=_EVENT_COLUMNS
+                        )
+                    else:
+                        await conn.executemany(_INSERT_EVENT, erows)
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+        self._uncertain.difference_update(ids)
+        out: list[Batch] = []
+        for batch in batches:
+            seq = existing.get(batch.batch_id)
+            if seq is None:
+                seq = first
+                first += 1
+            out.append(batch.sequenced(seq, epoch))
+        return out
+
+    async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
+        _check_limit(limit)
+        rows = await self._fetch(_REPLAY, seq, limit)
+        return batches_from_rows(rows, self.epoch)
+
+    async def last_seq(self) -> int:
+        rows = await self._fetch("SELECT last_seq FROM chainwire_meta")
+        return int(rows[0][0])
+
+    async def oldest_seq(self) -> int | None:
+        rows = await self._fetch("SELECT min(seq) FROM chainwire_batches")
+        value = rows[0][0]
+        return None if value is None else int(value)
+
+    async def _latest(self, where: str, args: Sequence[Any], limit: int) -> list[Event]:
+        _check_limit(limit)
+        rows = await self._fetch(
+            f"SELECT type, id, key, ts, data FROM chainwire_events WHERE {where} "
+            f"ORDER BY seq DESC, idx DESC LIMIT ${len(args) + 1}",
+            *args,
+            limit,
+        )
+        return [event_from_row(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def recent_blocks(self, limit: int = 10) -> list[Event]:
+        return await self._latest("type = 'block'", (), limit)
+
+    async def large_transactions(self, min_sats: int = 0, limit: int = 50) -> list[Event]:
+        return await self._latest("type = 'tx.large' AND value_sats >= $1", (min_sats,), limit)
+
+    async def address_events(self, address: str, limit: int = 50) -> list[Event]:
+        return await self._latest("type = 'address' AND key = $1", (address,), limit)
+
+    async def prune(self, older_than: float) -> int:
+        # Delete a prefix of seqs, so the stored seqs stay contiguous and oldest_seq() tells
+        # a resuming client exactly what it missed.
+        status = await self._execute(
+            """
+            WITH cut AS (SELECT max(seq) AS seq FROM chainwire_batches WHERE ts < $1),
+            ev AS (DELETE FROM chainwire_events USING cut WHERE chainwire_events.seq <= cut.seq)
+            DELETE FROM chainwire_batches USING cut WHERE chainwire_batches.seq <= cut.seq
+            """,
+            float(older_than),
+        )
+        return int(status.split()[-1])
+
+    async def reset(self) -> None:
+        pool = self._require_pool()
+        epoch = uuid.uuid4().hex
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("TRUNCATE chainwire_batches, chainwire_events")
+                await conn.execute("UPDATE chainwire_meta SET epoch = $1, last_seq = 0", epoch)
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+        self._epoch = epoch
+        self._uncertain.clear()
+
+    # -- producers' state ------------------------------------------------------------------
+
+    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(addresses))
+        if not wanted:
+            return []
+        rows = await self._fetch(
+            """
+            INSERT INTO chainwire_watch (address)
+            SELECT a FROM unnest($1::text[]) WITH ORDINALITY AS t(a, n) ORDER BY n
+            ON CONFLICT (address) DO NOTHING
+            RETURNING address
+            """,
+            wanted,
+        )
+        added = {r[0] for r in rows}
+        return [a for a in wanted if a in added]
+
+    async def watch_remove(self, address: str) -> bool:
+        rows = await self._fetch(
+            """
+            WITH gone AS (DELETE FROM chainwire_watch WHERE address = $1 RETURNING address),
+            kt AS (DELETE FROM chainwire_known_tx WHERE address = $1)
+            SELECT count(*) FROM gone
+            """,
+            address,
+        )
+        return bool(rows[0][0])
+
+    async def watch_list(self) -> list[str]:
+        rows = await self._fetch("SELECT address FROM chainwire_watch ORDER BY id")
+        return [r[0] for r in rows]
+
+    async def known_txs(self, address: str) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT txid, height FROM chainwire_known_tx WHERE address = $1", address
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def set_known_txs(self, address: str, txs: Mapping[str, int]) -> None:
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM chainwire_known_tx WHERE address = $1", address)
+                await conn.executemany(
+                    "INSERT INTO chainwire_known_tx (address, txid, height) VALUES ($1, $2, $3)",
+                    [(address, txid, int(height)) for txid, height in txs.items()],
+                )
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+
+    async def get_tip(self) -> tuple[int, str] | None:
+        rows = await self._fetch("SELECT tip_height, tip_hash FROM chainwire_meta")
+        if rows[0][0] is None:
+            return None
+        return int(rows[0][0]), str(rows[0][1])
+
+    async def set_tip(self, height: int, block_hash: str) -> None:
+        await self._execute(
+            "UPDATE chainwire_meta SET tip_height = $1, tip_hash = $2", height, block_hash
+        )
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
