@@ -1,0 +1,65 @@
+"""Pure batch planning: de-duplication, spreading over servers, chunking, re-assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["Dedup", "chunk", "dedupe", "expand", "spread"]
+
+T = TypeVar("T", bound=Hashable)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Dedup(Generic[T]):
+    """``unique`` items in first-seen order; ``positions[i]`` is the index in ``unique`` of
+    the caller's i-th item."""
+
+    unique: tuple[T, ...]
+    positions: tuple[int, ...]
+
+
+def dedupe(items: Sequence[T]) -> Dedup[T]:
+    index: dict[T, int] = {}
+    positions = []
+    for item in items:
+        positions.append(index.setdefault(item, len(index)))
+    return Dedup(tuple(index), tuple(positions))
+
+
+def expand(dedup: Dedup[T], results: Sequence[R]) -> list[R]:
+    """Map results of the unique items back to the caller's order (duplicates share one)."""
+    if len(results) != len(dedup.unique):
+        raise ValueError(f"expected {len(dedup.unique)} results, got {len(results)}")
+    return [results[pos] for pos in dedup.positions]
+
+
+def spread(count: int, servers: int, *, per_server: int = 25, threshold: int = 10) -> list[range]:
+    """Split ``count`` items into contiguous index ranges, one per server to use.
+
+    Up to ``threshold`` items stay on one server (a round trip beats fan-out); above it,
+    about ``per_server`` items go to each server, on at most ``servers`` servers.
+    """
+    if count <= 0:
+        return []
+    if count <= threshold or servers <= 1:
+        return [range(count)]
+    used = max(1, min(servers, -(-count // per_server)))
+    size, extra = divmod(count, used)
+    ranges = []
+    start = 0
+    for i in range(used):
+        stop = start + size + (1 if i < extra else 0)
+        ranges.append(range(start, stop))
+        start = stop
+    return ranges
+
+
+def chunk(indices: range | Sequence[int], max_chunk: int = 100) -> list[list[int]]:
+    """Split indices into lists of at most ``max_chunk`` (one JSON-RPC batch each)."""
+    if max_chunk < 1:
+        raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
+    seq = list(indices)
+    return [seq[i : i + max_chunk] for i in range(0, len(seq), max_chunk)]
