@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -281,7 +282,11 @@ class ServerPool:
     # -- stats -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Plain figures for /api/v1/stats and Prometheus."""
-        now = anyio.current_time()
+        try:
+            now = anyio.current_time()
+        except RuntimeError:  # anyio.NoEventLoopError (no loop running)
+            # aiorpcx runs on asyncio, whose clock is time.monotonic().
+            now = time.monotonic()
         return {
             "network": self.config.network,
             "state": self._state.value,
