@@ -1,0 +1,72 @@
+"""Test helpers: a recording sink and a store wrapper that injects failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+
+from batcher.events import Batch, Event
+from batcher.store import BatchStore, NewBatch, StoreUnavailable
+
+
+class RecordingSink:
+    """A ``BatchSink`` that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+
+    def publish(self, batch: Batch) -> None:
+        self.batches.append(batch)
+
+    @property
+    def seqs(self) -> list[int]:
+        return [b.seq for b in self.batches]
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [e.id for b in self.batches for e in b.events]
+
+
+class FlakyStore:
+    """Wraps a real store; ``save_batches`` fails while ``down`` is set, or ``fail_next``
+    times; with ``commit_then_fail`` it really saves and then raises (a COMMIT whose
+    acknowledgement was lost)."""
+
+    def __init__(self, inner: BatchStore) -> None:
+        self.inner = inner
+        self.down = False
+        self.fail_next = 0
+        self.commit_then_fail = 0
+        self.calls: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def save_batches(self, batches: Sequence[NewBatch]) -> list[Batch]:
+        self.calls.append(len(batches))
+        if self.down:
+            raise StoreUnavailable("injected: database down")
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreUnavailable("injected: one failure")
+        if self.commit_then_fail:
+            self.commit_then_fail -= 1
+            await self.inner.save_batches(batches)
+            raise StoreUnavailable("injected: connection lost during COMMIT")
+        return await self.inner.save_batches(batches)
+
+
+def events(n: int, kind: str = "address", start: int = 0) -> list[Event]:
+    return [
+        Event(type=kind, key=f"bc1q{i % 7}", data={"i": i}, ts=1_760_000_000.0 + i, id=f"{kind}{i}")
+        for i in range(start, start + n)
+    ]
+
+
+async def eventually(predicate: Callable[[], object], within: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true; fail the test after ``within`` seconds."""
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 -- polling a condition is the point here
+            await anyio.sleep(0.005)
