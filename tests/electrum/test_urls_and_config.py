@@ -9,7 +9,8 @@ from stream.electrum import PoolConfig, ServerPool, parse_server, parse_servers
 
 def test_parses_tcp_ssl_and_ipv6() -> None:
     tcp = parse_server("tcp://Electrum.Example.org:50001")
-    assert (tcp.scheme, tcp.host, tcp.port, tcp.use_tls) == ("tcp", "electrum.example.org", 50001, False)
+    assert (tcp.scheme, tcp.host, tcp.port) == ("tcp", "electrum.example.org", 50001)
+    assert not tcp.use_tls
     ssl = parse_server("ssl://[::1]:50002")
     assert ssl.host == "::1" and ssl.use_tls and ssl.url == "ssl://[::1]:50002"
 
