@@ -30,6 +30,8 @@ class PoolConfig:
     max_chunk: int = 100
     per_server: int = 25
     parallel_threshold: int = 10
+    # A batch that would use servers still connecting waits this long for them.
+    spread_wait: float = 0.5
     # Timeouts (seconds). The request timeout is per JSON-RPC message (a chunk for batches).
     request_timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -74,7 +76,7 @@ class PoolConfig:
             _check_int(name, getattr(self, name), minimum=0)
         for name in (
             "request_timeout", "connect_timeout", "close_timeout", "ping_idle_after",
-            "ping_interval",
+            "ping_interval", "spread_wait",
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

@@ -156,12 +156,7 @@ class ServerPool:
         unique = [normalized[first[i]] for i in range(len(dedup.unique))]
         self._grow(len(unique))
         results: list[Any] = [_MISSING] * len(unique)
-        # Least loaded first: waits for a server only if none is connected yet.
-        await self._acquire(set(), mode="least_loaded")
-        now = anyio.current_time()
-        servers = sorted(
-            (u for u in self._active if u.usable(now)), key=lambda u: u.in_flight
-        )
+        servers = await self._servers_for_batch(len(unique))
         groups = spread(
             len(unique), len(servers), per_server=self.config.per_server,
             threshold=self.config.parallel_threshold,
@@ -174,6 +169,25 @@ class ServerPool:
         if failures:
             raise failures[0]
         return expand(dedup, results)
+
+    async def _servers_for_batch(self, count: int) -> list[Upstream]:
+        """Usable servers, least loaded first. Waits for one if none is connected, and up
+        to ``spread_wait`` for servers still connecting when the batch would use them."""
+        await self._acquire(set(), mode="least_loaded")
+        wanted = len(spread(
+            count, len(self._active), per_server=self.config.per_server,
+            threshold=self.config.parallel_threshold,
+        ))
+        with anyio.move_on_after(self.config.spread_wait):
+            while True:
+                now = anyio.current_time()
+                usable = [u for u in self._active if u.usable(now)]
+                connecting = sum(1 for u in self._active if u.state is ServerState.CONNECTING)
+                if len(usable) >= wanted or not connecting:
+                    break
+                await self._changed.wait()
+        now = anyio.current_time()
+        return sorted((u for u in self._active if u.usable(now)), key=lambda u: u.in_flight)
 
     async def _run_chunk(
         self,

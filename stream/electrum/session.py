@@ -17,6 +17,7 @@ from typing import Any
 
 import aiorpcx
 import anyio
+from aiorpcx.jsonrpc import CodeMessageError
 
 from .config import PoolConfig
 from .errors import (
@@ -210,7 +211,7 @@ class ElectrumSession:
             raise ConnectionLost(self.address.url, f"protocol error: {exc.message}") from None
         out: list[Any] = []
         for item in batch.results:
-            if isinstance(item, aiorpcx.CodeMessageError):
+            if isinstance(item, CodeMessageError):
                 out.append(self._error(item.code, item.message))
             elif isinstance(item, Exception):
                 out.append(ServerError(-1, str(item), self.address.url))
