@@ -59,8 +59,8 @@ async def _pump(src: SocketStream, dst: SocketStream, scope: anyio.CancelScope) 
 
 @asynccontextmanager
 async def pg_proxy(target_port: int = 5432) -> AsyncIterator[PgProxy]:
-    async with anyio.create_task_group() as tg:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with listener, anyio.create_task_group() as tg:
         proxy = PgProxy(tg, target_port)
         proxy.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         tg.start_soon(listener.serve, proxy._handle)
@@ -69,4 +69,3 @@ async def pg_proxy(target_port: int = 5432) -> AsyncIterator[PgProxy]:
         finally:
             proxy.down()
             tg.cancel_scope.cancel()
-            await listener.aclose()

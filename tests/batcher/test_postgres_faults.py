@@ -1,0 +1,189 @@
+"""PostgreSQL going away under a running stream: every batch written exactly once, in order.
+
+Connections are cut with ``pg_terminate_backend`` (only this test's database) or through a
+TCP proxy that can take "the database" down and bring it back without disturbing other users
+of the machine's PostgreSQL. Restarting the real server is opt-in
+(``CHAINWIRE_TEST_PG_RESTART=1``) because other test runs may share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+
+import anyio
+import asyncpg
+import pytest
+
+from batcher.runner import BatcherConfig, BatchRunner
+from batcher.store import BatchStore, StoreUnavailable, open_store
+from tests.batcher.conftest import PG_ADMIN_URL, pg_url_for
+from tests.batcher.helpers import RecordingSink, events, eventually
+from tests.batcher.pgproxy import pg_proxy
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"retry_delay": 0.05, "retry_interval": 0.05, "retry_max_interval": 0.2}
+
+
+async def terminate_backends(database: str) -> int:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        return int(killed)
+    finally:
+        await conn.close()
+
+
+async def assert_stored_exactly_once_in_order(
+    store: BatchStore, sink: RecordingSink, sent_ids: list[str]
+) -> None:
+    stored = []
+    while True:
+        page = await store.batches_after(stored[-1].seq if stored else 0, limit=500)
+        if not page:
+            break
+        stored += page
+    assert [b.seq for b in stored] == list(range(1, len(stored) + 1))
+    assert [e.id for b in stored for e in b.events] == sent_ids
+    assert sink.seqs == [b.seq for b in stored]
+    assert sink.event_ids == sent_ids
+
+
+async def test_terminated_connections_mid_stream_lose_and_duplicate_nothing(
+    pg_database: str,
+) -> None:
+    sink = RecordingSink()
+    sent = events(3000)
+    kills = 0
+    async with open_store(pg_url_for(pg_database)) as store:
+        runner = BatchRunner(store, sink, BatcherConfig(window_ms=20, **FAST))
+
+        async def produce() -> None:
+            for start in range(0, len(sent), 100):
+                await runner.submit_many(sent[start : start + 100])
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            tg.start_soon(produce)
+            for _ in range(12):
+                await anyio.sleep(0.09)
+                kills += await terminate_backends(pg_database)
+            await eventually(lambda: len(sink.event_ids) == len(sent), within=20)
+            await runner.aclose()
+        stats = runner.stats()
+        assert kills >= 12
+        assert stats["store_errors"] >= 1, "the terminations never hit a save"
+        await assert_stored_exactly_once_in_order(store, sink, [e.id for e in sent])
+
+
+async def test_database_down_at_start_logs_one_clear_line_per_attempt_and_retries(
+    pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pg_proxy() as proxy:
+        proxy.down()
+        url = f"postgresql://postgres:hunter2@127.0.0.1:{proxy.port}/{pg_database}"
+        store = open_store(url, retry_max_delay=0.5)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.open)
+            await eventually(lambda: "unreachable" in caplog.text)
+            await anyio.sleep(0.8)
+            proxy.bring_up()
+            await eventually(lambda: "store open" in caplog.text or _is_open(store))
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(lines) >= 2
+    assert lines[0].startswith(f"database at postgresql://postgres@127.0.0.1:{proxy.port}/")
+    assert "retrying in 0.5 s" in lines[0]
+    assert all("\n" not in line for line in lines)
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "hunter2" not in caplog.text
+
+
+def _is_open(store: BatchStore) -> bool:
+    try:
+        store.epoch  # noqa: B018 -- raises until open
+    except RuntimeError:
+        return False
+    return True
+
+
+async def test_open_gives_up_after_open_timeout(pg_database: str) -> None:
+    async with pg_proxy() as proxy:
+        proxy.down()
+        store = open_store(pg_url_for(pg_database, port=proxy.port), open_timeout=0.6)
+        with pytest.raises(StoreUnavailable, match="is unreachable"):
+            await store.open()
+
+
+async def test_batches_wait_while_the_database_is_down_and_are_written_in_order_after(
+    pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="batcher")
+    sink = RecordingSink()
+    sent = events(200)
+    async with pg_proxy() as proxy:
+        url = pg_url_for(pg_database, port=proxy.port)
+        async with open_store(url, command_timeout=2) as store:
+            runner = BatchRunner(store, sink, BatcherConfig(window_ms=20, **FAST))
+            async with anyio.create_task_group() as tg:
+                await tg.start(runner.run)
+                await runner.submit_many(sent[:50])
+                await eventually(lambda: len(sink.event_ids) == 50)
+                proxy.down()
+                await runner.submit_many(sent[50:150])
+                await eventually(lambda: runner.stats()["store_degraded"])
+                await anyio.sleep(0.3)
+                assert len(sink.event_ids) == 50
+                assert runner.stats()["retry_buffer"] == 10
+                proxy.bring_up()
+                await runner.submit_many(sent[150:])
+                await eventually(lambda: len(sink.event_ids) == len(sent), within=10)
+                await runner.aclose()
+            assert runner.stats()["store_failures"] >= 1
+            await assert_stored_exactly_once_in_order(store, sink, [e.id for e in sent])
+    assert "wait in the retry buffer" in caplog.text
+    assert "answers again" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("CHAINWIRE_TEST_PG_RESTART") != "1",
+    reason="restarts the shared PostgreSQL server: set CHAINWIRE_TEST_PG_RESTART=1",
+)
+async def test_postgresql_restarted_mid_stream_loses_and_duplicates_nothing(
+    pg_database: str,
+) -> None:
+    sink = RecordingSink()
+    sent = events(1500)
+    async with open_store(pg_url_for(pg_database)) as store:
+        runner = BatchRunner(store, sink, BatcherConfig(window_ms=20, **FAST))
+
+        async def produce() -> None:
+            for start in range(0, len(sent), 50):
+                await runner.submit_many(sent[start : start + 50])
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            tg.start_soon(produce)
+            await anyio.sleep(0.1)
+            version = os.listdir("/etc/postgresql")[0]
+            await anyio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                    check=True,
+                )
+            )
+            await eventually(lambda: len(sink.event_ids) == len(sent), within=60)
+            await runner.aclose()
+        await assert_stored_exactly_once_in_order(store, sink, [e.id for e in sent])
