@@ -113,6 +113,8 @@ class Bed:
                 self.node.rpc_url, self.certs, env=self._env, pad_wait=self._pad_wait,
                 ports=ports, workdir=self.workdir / f"electrumx{i + 1}",
                 name=f"electrumx{i + 1}"))
+        for server in self.servers:  # a fresh node: an old DB would hold another chain
+            shutil.rmtree(server.db_dir, ignore_errors=True)
         try:
             start_all(self.servers, timeout)
             wait_for_tip(self.node, self.servers, timeout)
