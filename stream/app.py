@@ -1,8 +1,7 @@
 """The Starlette application: routes, static dashboard, and the lifespan that runs Chainwire.
 
-The lifespan is the one place that wires pool -> store -> batcher -> hub -> producers and
-runs them under one task group (see ``stream.runtime``). Start-up opens no Electrum
-connection: the pool grows on the first request.
+The lifespan enters ``run_services`` (the one place that wires pool -> store -> batcher
+-> hub -> producers). Start-up opens no Electrum connection: the pool grows on demand.
 """
 
 from __future__ import annotations
@@ -11,17 +10,28 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from stream import __version__
+from stream.api import api_routes
+from stream.auth import ApiKeyMiddleware
+from stream.health import check_health
+from stream.http_errors import ApiError, api_error_handler, http_exception_handler
+from stream.metrics import metrics_endpoint
+from stream.services import Limits, Services, run_services
 from stream.settings import Settings
+from stream.sse import events_endpoint
+from stream.ws import ws_endpoint
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "create_app", "end_streams"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,28 +39,62 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-def create_app(settings: Settings) -> Starlette:
+async def healthz(request: Request) -> Response:
+    services: Services | None = getattr(request.app.state, "services", None)
+    body: dict[str, Any] = {"version": __version__,
+                            "network": request.app.state.settings.network}
+    if services is None:
+        return JSONResponse({"status": "starting", **body}, 503)
+    problems = await check_health(services)
+    status = "ok" if not problems else "unhealthy"
+    return JSONResponse({"status": status, **body, "problems": problems},
+                        200 if not problems else 503)
+
+
+async def dashboard(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html")
+
+
+async def end_streams(app: Starlette) -> None:
+    """First step of shutdown, before the server stops serving: end every stream so
+    clients get their proper goodbye (SSE retry hint, WS close 1001), and wait for them
+    to go (callers bound the wait)."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is None:
+        return
+    services.begin_shutdown()
+    await services.hub.wait_drained()
+
+
+def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
     """Build the ASGI app for ``settings``; nothing runs until the lifespan starts."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        logger.info("chainwire %s ready (network %s)", __version__, settings.network)
-        yield
+        async with run_services(settings, limits) as services:
+            app.state.services = services
+            app.state.metrics_registry = services.metrics_registry
+            logger.info("chainwire %s ready (network %s)", __version__, settings.network)
+            yield
+            logger.info("chainwire shutting down: flushing pending batches")
+        app.state.services = None
         logger.info("chainwire stopped")
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse(
-            {"status": "ok", "version": __version__, "network": settings.network}
-        )
-
-    async def dashboard(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html")
-
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", dashboard),
         Route("/healthz", healthz),
+        Route("/events", events_endpoint),
+        WebSocketRoute("/ws", ws_endpoint),
+        Route("/metrics", metrics_endpoint),
+        *api_routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(ApiKeyMiddleware, keys=settings.api_keys)],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
+    )
     app.state.settings = settings
+    app.state.services = None
     return app

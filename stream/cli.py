@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import textwrap
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
+
+import anyio
 
 from stream import __version__
 from stream.settings import (
@@ -25,6 +28,8 @@ logger = logging.getLogger("chainwire")
 
 EXIT_CONFIG = 2
 EXIT_STARTUP_FAILED = 3
+#: How long streams get to say goodbye (WS close 1001, SSE retry hint) at shutdown.
+STREAM_GOODBYE_SECONDS = 2.0
 
 
 def _variables_help() -> str:
@@ -88,10 +93,21 @@ def serve(settings: Settings) -> int:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
-    from stream.app import create_app
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Stop accepting, then end our streams ourselves: uvicorn would close every
+            # WebSocket with 1012, and SSE clients would get no retry hint.
+            for listener in getattr(self, "servers", []):
+                listener.close()
+            with anyio.move_on_after(STREAM_GOODBYE_SECONDS):
+                await end_streams(app)
+            await super().shutdown(sockets)
+
+    from stream.app import create_app, end_streams
+
+    app = create_app(settings)
 
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep our logging set-up

@@ -135,6 +135,7 @@ class Hub:
         self.deliveries: Counter[str] = Counter()
         self.disconnects: Counter[str] = Counter()
         self.encodes = 0
+        self._drained: anyio.Event | None = None
 
     def subscribe(self, transport: str, client_filter: ClientFilter) -> Subscriber:
         if self.state is HubState.CLOSED:
@@ -151,6 +152,8 @@ class Hub:
             self._subscribers.discard(subscriber)
             reason = subscriber.reason or DisconnectReason.CLIENT_GONE
             self.disconnects[f"{subscriber.transport}:{reason.value}"] += 1
+        if not self._subscribers and self._drained is not None:
+            self._drained.set()
 
     def publish(self, batch: Batch) -> None:
         """Offer ``batch`` to every subscriber; never waits (``BatchSink`` protocol)."""
@@ -182,6 +185,14 @@ class Hub:
         self.state = HubState.CLOSED
         for subscriber in list(self._subscribers):
             subscriber._end(DisconnectReason.SHUTDOWN)
+
+    async def wait_drained(self) -> None:
+        """After ``close()``: wait until every client's handler has let go."""
+        if self.state is not HubState.CLOSED:
+            raise RuntimeError("wait_drained() needs a closed hub")
+        if self._subscribers:
+            self._drained = self._drained or anyio.Event()
+            await self._drained.wait()
 
     def stats(self) -> dict[str, Any]:
         by_transport = Counter(s.transport for s in self._subscribers)

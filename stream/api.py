@@ -1,0 +1,132 @@
+"""The REST endpoints under ``/api/v1`` (see README for examples)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from batcher.events import Event
+from stream.http_errors import ApiError
+from stream.params import int_param
+from stream.services import Services
+
+__all__ = ["api_routes"]
+
+MAX_LIMIT = 1000
+MAX_WATCH_PER_REQUEST = 10_000
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _limit(request: Request, default: int) -> int:
+    limit = int_param(request, "limit", default)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "bad_request", f"limit must be from 1 to {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def _address(request: Request) -> str:
+    raw = request.path_params["address"]
+    try:
+        return _services(request).canonical_address(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_address", str(exc)) from None
+
+
+def _events(events: list[Event]) -> list[dict[str, Any]]:
+    return [event.to_dict() for event in events]
+
+
+async def watch_add(request: Request) -> Response:
+    services = _services(request)
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "bad_json", "request body is not valid JSON") from None
+    addresses = body.get("addresses") if isinstance(body, dict) else None
+    if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+        raise ApiError(400, "bad_request", 'body must be {"addresses": ["...", ...]}')
+    if len(addresses) > MAX_WATCH_PER_REQUEST:
+        raise ApiError(400, "limit_exceeded",
+                       f"at most {MAX_WATCH_PER_REQUEST} addresses per request")
+    canonical = []
+    for address in addresses:  # all-or-nothing: one bad address adds none
+        try:
+            canonical.append(services.canonical_address(address))
+        except ValueError as exc:
+            raise ApiError(400, "invalid_address", str(exc)) from None
+    added = await services.watch(dict.fromkeys(canonical))
+    return JSONResponse({"added": added, "watching": len(await services.store.watch_list())})
+
+
+async def watch_list(request: Request) -> Response:
+    return JSONResponse({"addresses": await _services(request).store.watch_list()})
+
+
+async def watch_remove(request: Request) -> Response:
+    address = _address(request)
+    if not await _services(request).store.watch_remove(address):
+        raise ApiError(404, "not_found", f"{address} is not watched")
+    return JSONResponse({"removed": address})
+
+
+async def recent_blocks(request: Request) -> Response:
+    blocks = await _services(request).store.recent_blocks(_limit(request, 10))
+    return JSONResponse({"blocks": _events(blocks)})
+
+
+async def large_transactions(request: Request) -> Response:
+    min_sats = int_param(request, "min_sats", 0)
+    events = await _services(request).store.large_transactions(min_sats, _limit(request, 50))
+    return JSONResponse({"transactions": _events(events)})
+
+
+async def address_events(request: Request) -> Response:
+    address = _address(request)
+    events = await _services(request).store.address_events(address, _limit(request, 50))
+    return JSONResponse({"address": address, "events": _events(events)})
+
+
+async def address_balance(request: Request) -> Response:
+    address = _address(request)
+    try:
+        [balance] = await _services(request).pool.get_balances_batch([address])
+    except (OSError, TimeoutError, RuntimeError):
+        raise ApiError(503, "unavailable", "no Electrum server could answer; retry") from None
+    return JSONResponse({"address": address, "confirmed_sats": balance["confirmed"],
+                         "unconfirmed_sats": balance["unconfirmed"]})
+
+
+async def batches(request: Request) -> Response:
+    store = _services(request).store
+    after = int_param(request, "after", 0)
+    found = await store.batches_after(after, _limit(request, 100))
+    # Encoded exactly as live clients receive them.
+    body = b'{"epoch":' + orjson.dumps(store.epoch) + b',"batches":['
+    body += b",".join(orjson.dumps(batch.to_dict()) for batch in found) + b"]}"
+    return Response(body, media_type="application/json")
+
+
+async def stats(request: Request) -> Response:
+    return JSONResponse(_services(request).stats())
+
+
+def api_routes() -> list[Route]:
+    return [
+        Route("/api/v1/watch", watch_add, methods=["POST"]),
+        Route("/api/v1/watch", watch_list, methods=["GET"]),
+        Route("/api/v1/watch/{address}", watch_remove, methods=["DELETE"]),
+        Route("/api/v1/blocks/recent", recent_blocks),
+        Route("/api/v1/transactions/large", large_transactions),
+        Route("/api/v1/address/{address}/events", address_events),
+        Route("/api/v1/address/{address}/balance", address_balance),
+        Route("/api/v1/batches", batches),
+        Route("/api/v1/stats", stats),
+    ]

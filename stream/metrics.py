@@ -1,0 +1,141 @@
+"""``/metrics``: Prometheus figures, read from each component's ``stats()`` at scrape time.
+
+Components keep plain counters (no prometheus import in the core); this collector turns
+them into metric families when Prometheus asks. Batch sizes are the one histogram, fed by
+``MeteredSink`` as batches pass from the batcher to the hub. Each app has its own
+registry, so several apps (tests) never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from batcher.events import Batch
+from batcher.runner import BatchSink
+
+__all__ = ["ChainwireCollector", "MeteredSink", "metrics_endpoint", "new_registry"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MeteredSink:
+    """Observes each batch's size on its way to the hub (``BatchSink``)."""
+
+    def __init__(self, sink: BatchSink, registry: CollectorRegistry) -> None:
+        self._sink = sink
+        self._sizes = Histogram(
+            "chainwire_batch_events", "Events per published batch", ["type"],
+            buckets=(1, 2, 3, 5, 10, 20, 50, 100), registry=registry,
+        )
+
+    def publish(self, batch: Batch) -> None:
+        self._sizes.labels(batch.type).observe(batch.count)
+        self._sink.publish(batch)
+
+
+class ChainwireCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield from _hub_metrics(stats["hub"])
+        yield from _batcher_metrics(stats["batcher"])
+        yield from _pool_metrics(stats["pool"])
+
+
+def _hub_metrics(hub: dict[str, Any]) -> Iterator[Metric]:
+    clients = GaugeMetricFamily("chainwire_clients", "Connected stream clients",
+                                labels=["transport"])
+    for transport in ("sse", "ws"):
+        clients.add_metric([transport], hub["clients"].get(transport, 0))
+    yield clients
+    deliveries = CounterMetricFamily("chainwire_deliveries", "Batches delivered to clients",
+                                     labels=["transport"])
+    for transport, count in hub["deliveries"].items():
+        deliveries.add_metric([transport], count)
+    yield deliveries
+    disconnects = CounterMetricFamily(
+        "chainwire_disconnects", "Stream clients ended, by reason (slow_client = cut "
+        "for falling behind, with its resume point)", labels=["transport", "reason"])
+    for key, count in hub["disconnects"].items():
+        transport, _, reason = key.partition(":")
+        disconnects.add_metric([transport, reason], count)
+    yield disconnects
+    yield CounterMetricFamily("chainwire_batches_published", "Batches published to the hub",
+                              value=hub["batches_published"])
+
+
+def _batcher_metrics(batcher: dict[str, Any]) -> Iterator[Metric]:
+    for name in ("events_received", "events_batched", "events_saved", "batches_created",
+                 "batches_stored", "store_retries", "store_errors", "store_failures",
+                 "publish_errors", "batches_lost"):
+        if name in batcher:
+            yield CounterMetricFamily(f"chainwire_batcher_{name}", name.replace("_", " "),
+                                      value=batcher[name])
+    flushes = CounterMetricFamily("chainwire_batcher_flushes", "Windows closed, by reason",
+                                  labels=["reason"])
+    for key, value in batcher.items():
+        if key.startswith("flushes_"):
+            flushes.add_metric([key.removeprefix("flushes_")], value)
+    yield flushes
+    for name in ("queued_events", "pending_batches", "retry_buffer"):
+        if name in batcher:
+            yield GaugeMetricFamily(f"chainwire_batcher_{name}", name.replace("_", " "),
+                                    value=batcher[name])
+    for suffix in ("last", "max", "avg"):
+        key = f"window_latency_seconds_{suffix}"
+        if key in batcher:
+            yield GaugeMetricFamily(f"chainwire_window_latency_seconds_{suffix}",
+                                    f"Window first event to batch published ({suffix})",
+                                    value=batcher[key])
+    for suffix in ("last", "max", "avg"):
+        key = f"store_latency_seconds_{suffix}"
+        if key in batcher:
+            yield GaugeMetricFamily(f"chainwire_store_latency_seconds_{suffix}",
+                                    f"Time to save a group of batches ({suffix})",
+                                    value=batcher[key])
+
+
+def _pool_metrics(pool: dict[str, Any]) -> Iterator[Metric]:
+    for key in ("size", "connected"):
+        if key in pool:
+            yield GaugeMetricFamily(f"chainwire_pool_{key}", f"Electrum pool {key}",
+                                    value=pool[key])
+    rows = [(server.get("url", "?"), server) for server in pool.get("servers", [])]
+    up = GaugeMetricFamily("chainwire_pool_server_state", "1 for each server's current state",
+                           labels=["server", "state"])
+    in_flight = GaugeMetricFamily("chainwire_pool_server_in_flight", "Requests in flight",
+                                  labels=["server"])
+    requests = CounterMetricFamily("chainwire_pool_server_requests", "Requests sent",
+                                   labels=["server"])
+    failures = CounterMetricFamily("chainwire_pool_server_failures", "Requests failed",
+                                   labels=["server"])
+    latency = GaugeMetricFamily("chainwire_pool_server_latency_seconds",
+                                "Recent request latency", labels=["server"])
+    for url, server in rows:
+        up.add_metric([url, str(server.get("state", "unknown"))], 1)
+        in_flight.add_metric([url], server.get("in_flight", 0))
+        requests.add_metric([url], server.get("requests", 0))
+        failures.add_metric([url], server.get("failures", 0))
+        if server.get("latency_ms") is not None:
+            latency.add_metric([url], server["latency_ms"] / 1000)
+    yield from (up, in_flight, requests, failures, latency)
+
+
+def new_registry(stats: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(ChainwireCollector(stats))
+    return registry
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -1,0 +1,113 @@
+"""The one place that wires Chainwire: pool -> store -> hub -> batcher -> producers.
+
+``run_services(settings)`` builds every component, runs the long-lived ones under one
+task group, and on exit shuts them down in order:
+
+1. ``begin_shutdown()`` (called by the server before it stops accepting): the hub closes,
+   so SSE streams end with a retry hint and WebSocket clients get close 1001;
+2. producers stop (no new events);
+3. the batcher drains every open window and its retry buffer into the store;
+4. the store and the Electrum pool close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from prometheus_client import CollectorRegistry
+
+from batcher.retention import RetentionPruner
+from batcher.runner import BatcherConfig, BatchRunner
+from batcher.store import BatchStore, open_store
+from stream.addresses import canonical_address
+from stream.electrum import ServerPool
+from stream.hub import Hub
+from stream.metrics import ChainwireCollector, MeteredSink
+from stream.settings import Settings
+
+__all__ = ["Limits", "Services", "run_services"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-client limits of the streaming endpoints."""
+
+    client_buffer: int = 1000
+    ws_max_addresses: int = 1000
+    ws_max_message_bytes: int = 64 * 1024
+    max_connections_per_ip: int = 100
+    ws_max_errors: int = 50
+    sse_ping_seconds: float = 15.0
+    sse_retry_ms: int = 2000
+
+
+@dataclass
+class Services:
+    """What the endpoints use; built by ``run_services``."""
+
+    settings: Settings
+    store: BatchStore
+    hub: Hub
+    runner: BatchRunner
+    pool: ServerPool
+    metrics_registry: CollectorRegistry
+    limits: Limits = field(default_factory=Limits)
+    connections_by_ip: dict[str, int] = field(default_factory=dict)
+
+    def canonical_address(self, address: str) -> str:
+        return canonical_address(address, self.settings.network)
+
+    async def watch(self, addresses: Iterable[str]) -> list[str]:
+        """Start watching (already canonical) addresses; returns the ones that are new."""
+        return await self.store.watch_add(list(addresses))
+
+    def begin_shutdown(self) -> None:
+        """Tell every stream to end (first step of the shutdown order)."""
+        self.hub.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"pool": self.pool.stats(), "batcher": self.runner.stats(),
+                "hub": self.hub.stats()}
+
+
+def batcher_config(settings: Settings) -> BatcherConfig:
+    return BatcherConfig(
+        window_events=settings.window_events,
+        window_ms=float(settings.window_ms),
+        batching=settings.batching,
+    )
+
+
+@asynccontextmanager
+async def run_services(settings: Settings, limits: Limits | None = None
+                       ) -> AsyncIterator[Services]:
+    limits = limits or Limits()
+    store = open_store(settings.database_url)
+    hub = Hub(buffer_size=limits.client_buffer)
+    registry = CollectorRegistry()
+    async with store, ServerPool(settings.effective_servers, network=settings.network) as pool:
+        runner = BatchRunner(store, MeteredSink(hub, registry), batcher_config(settings))
+        services = Services(settings, store, hub, runner, pool, registry, limits)
+        registry.register(ChainwireCollector(services.stats))
+        if settings.watch:
+            watch = [canonical_address(a, settings.network) for a in settings.watch]
+            added = await services.watch(watch)
+            logger.info("watching %d configured addresses (%d new)", len(watch), len(added))
+        pruner = RetentionPruner(store, retention_hours=settings.retention_hours)
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            await tg.start(pruner.run)
+            try:
+                yield services
+            finally:
+                services.begin_shutdown()
+                with anyio.CancelScope(shield=True):
+                    await runner.aclose()  # drains windows and the retry buffer
+                tg.cancel_scope.cancel()

@@ -1,0 +1,107 @@
+"""``GET /events``: one Server-Sent Event per batch, for browsers' EventSource.
+
+``id: <seq>``, ``event: <type>``, ``data: <batch json>``; comment pings keep proxies from
+timing out; a ``retry:`` hint tells EventSource how soon to come back. A reconnect sends
+``Last-Event-ID`` (or ``?last_event_id=``): the stored batches after it are replayed,
+then the stream goes live. When a client falls behind, or the server shuts down, the
+stream ends and EventSource resumes from its last id -- nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stream.filters import ClientFilter, FilterError
+from stream.http_errors import ApiError
+from stream.hub import DisconnectReason
+from stream.params import int_param
+from stream.resume import Gap, replay_then_live
+from stream.services import Services
+
+__all__ = ["events_endpoint", "filter_from_query"]
+
+logger = logging.getLogger(__name__)
+
+
+def filter_from_query(request: Request, services: Services) -> ClientFilter:
+    """``types=a,b``, ``address=`` (repeatable, or comma-separated), ``min_sats=``."""
+    params = request.query_params
+    types = None
+    if "types" in params:
+        types = [t for value in params.getlist("types") for t in value.split(",")]
+    addresses = None
+    raw_addresses = [a for value in params.getlist("address") for a in value.split(",") if a]
+    if raw_addresses:
+        try:
+            addresses = [services.canonical_address(a) for a in raw_addresses]
+        except ValueError as exc:
+            raise ApiError(400, "invalid_address", str(exc)) from None
+    min_sats = int_param(request, "min_sats", default=0)
+    try:
+        return ClientFilter.build(types, addresses, min_sats)
+    except FilterError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def _resume_point(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(
+            400, "bad_request", f"Last-Event-ID must be a batch seq (an integer), got {raw!r}"
+        )
+    return value
+
+
+async def events_endpoint(request: Request) -> Response:
+    services: Services = request.app.state.services
+    client_filter = filter_from_query(request, services)
+    after = _resume_point(request)
+    if client_filter.addresses:
+        await services.watch(client_filter.addresses)
+    try:
+        subscriber = services.hub.subscribe("sse", client_filter)
+    except RuntimeError:
+        raise ApiError(503, "unavailable", "server is shutting down; retry shortly") from None
+    retry_ms = services.limits.sse_retry_ms
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            yield ServerSentEvent(comment="chainwire", retry=retry_ms)
+            async for item in replay_then_live(services.store, subscriber, after):
+                if isinstance(item, Gap):
+                    yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
+                else:
+                    yield ServerSentEvent(
+                        data=item.payload.decode(), event=item.type, id=str(item.seq)
+                    )
+            # The hub ended this stream: slow client or shutdown. EventSource comes back
+            # after `retry` ms with Last-Event-ID and replay fills in what it missed.
+            if subscriber.reason is DisconnectReason.SLOW_CLIENT:
+                logger.info("SSE client %s fell behind; ended its stream to resume",
+                            request.client.host if request.client else "?")
+            yield ServerSentEvent(comment=f"end: {_reason(subscriber.reason)}", retry=retry_ms)
+        finally:
+            subscriber.close()
+
+    return EventSourceResponse(
+        stream(),
+        ping=services.limits.sse_ping_seconds,
+        send_timeout=30,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _reason(reason: DisconnectReason | None) -> str:
+    return reason.value if reason is not None else "closed"

@@ -1,0 +1,218 @@
+"""``GET /ws``: the WebSocket stream for bots.
+
+After the handshake the server says ``hello``; the client ``subscribe``s (types,
+addresses, min_sats, resume_from) and receives ``batch`` messages. Recoverable errors
+answer ``{"op":"error",...}`` and keep the connection. Close codes:
+
+- 1001 the server is shutting down (reconnect and resume);
+- 1008 policy: too many connections from one IP, or too many errors;
+- 1009 a message over the size limit;
+- 4008 the client fell behind; the reason names the last delivered seq
+  (``"slow client; resume_from=1234"``) so it can resume without loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from stream import __version__
+from stream.filters import ClientFilter
+from stream.http_errors import error_response
+from stream.hub import DisconnectReason, Subscriber
+from stream.resume import Gap, replay_then_live
+from stream.services import Services
+from stream.ws_protocol import Ping, ProtocolError, Subscribe, parse_client_message
+
+__all__ = ["CLOSE_SLOW_CLIENT", "ws_endpoint"]
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SLOW_CLIENT = 4008
+
+
+@dataclass
+class _Interest:
+    """What the connection asked for so far (subscribe adds, unsubscribe removes)."""
+
+    types: set[str] | None = None  # None: every type
+    addresses: set[str] = field(default_factory=set)
+    min_sats: int = 0
+
+    def to_filter(self) -> ClientFilter:
+        types = frozenset(self.types) if self.types is not None else None
+        return ClientFilter(types, frozenset(self.addresses) or None, self.min_sats)
+
+    def describe(self) -> dict[str, Any]:
+        return {"types": sorted(self.types) if self.types is not None else None,
+                "addresses": sorted(self.addresses), "min_sats": self.min_sats}
+
+
+class _Connection:
+    def __init__(self, websocket: WebSocket, services: Services) -> None:
+        self.ws = websocket
+        self.services = services
+        self.limits = services.limits
+        self.interest = _Interest()
+        self.send_lock = anyio.Lock()
+        self.subscriber: Subscriber | None = None
+        self.feed_scope: anyio.CancelScope | None = None
+        self.last_sent = 0
+        self.errors = 0
+        self.closed = False
+
+    async def send(self, message: dict[str, Any] | bytes) -> None:
+        data = message if isinstance(message, bytes) else orjson.dumps(message)
+        async with self.send_lock:
+            await self.ws.send_text(data.decode())
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            async with self.send_lock:
+                try:
+                    await self.ws.close(code, reason)
+                except RuntimeError:
+                    pass  # the client already went away
+
+    async def run(self) -> None:
+        store = self.services.store
+        await self.send({
+            "op": "hello", "version": __version__, "epoch": store.epoch,
+            "last_seq": await store.last_seq(), "network": self.services.settings.network,
+            "limits": {"max_addresses": self.limits.ws_max_addresses,
+                       "max_message_bytes": self.limits.ws_max_message_bytes},
+        })
+        async with anyio.create_task_group() as tg:
+            self.task_group = tg
+            await self.read_loop()
+            tg.cancel_scope.cancel()
+
+    async def read_loop(self) -> None:
+        while not self.closed:
+            try:
+                frame = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if frame["type"] == "websocket.disconnect":
+                return
+            raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
+            if raw is None:
+                continue
+            size = len(raw.encode() if isinstance(raw, str) else raw)
+            if size > self.limits.ws_max_message_bytes:
+                await self.close(CLOSE_TOO_BIG, f"message over {self.limits.ws_max_message_bytes}"
+                                                 " bytes")
+                return
+            try:
+                await self.handle(raw)
+            except ProtocolError as exc:
+                self.errors += 1
+                await self.send(exc.to_message())
+                if self.errors >= self.limits.ws_max_errors:
+                    await self.close(CLOSE_POLICY, "too many errors")
+                    return
+
+    async def handle(self, raw: str | bytes) -> None:
+        command = parse_client_message(raw, self.services.canonical_address)
+        if isinstance(command, Ping):
+            await self.send({"op": "pong"})
+            return
+        interest = self.interest
+        if isinstance(command, Subscribe):
+            new_addresses = interest.addresses | set(command.addresses)
+            if len(new_addresses) > self.limits.ws_max_addresses:
+                raise ProtocolError(
+                    "limit_exceeded",
+                    f"at most {self.limits.ws_max_addresses} addresses per connection",
+                )
+            if command.addresses:
+                await self.services.watch(command.addresses)
+            if command.types is not None:
+                interest.types = (interest.types or set()) | set(command.types)
+            interest.addresses = new_addresses
+            if command.min_sats is not None:
+                interest.min_sats = command.min_sats
+            await self.send({"op": "subscribed", **interest.describe()})
+            if self.subscriber is None or command.resume_from is not None:
+                after = command.resume_from if command.resume_from is not None else None
+                await self.start_feed(after, command.epoch)
+            else:
+                self.subscriber.set_filter(interest.to_filter())
+        else:  # Unsubscribe
+            if command.types is not None and interest.types is not None:
+                interest.types -= command.types
+            elif command.types is not None:
+                # From "everything" to "everything but these".
+                from batcher.events import EVENT_TYPES
+
+                interest.types = set(EVENT_TYPES) - command.types
+            interest.addresses -= set(command.addresses)
+            await self.send({"op": "subscribed", **interest.describe()})
+            if self.subscriber is not None:
+                self.subscriber.set_filter(interest.to_filter())
+
+    async def start_feed(self, after: int | None, epoch: str | None) -> None:
+        if self.feed_scope is not None:
+            self.feed_scope.cancel()
+        if self.subscriber is not None:
+            self.subscriber.close()
+        try:
+            subscriber = self.services.hub.subscribe("ws", self.interest.to_filter())
+        except RuntimeError:
+            await self.close(CLOSE_GOING_AWAY, "server shutting down")
+            return
+        self.subscriber = subscriber
+        scope = anyio.CancelScope()
+        self.feed_scope = scope
+        self.task_group.start_soon(self.feed, subscriber, after, epoch, scope)
+
+    async def feed(self, subscriber: Subscriber, after: int | None, epoch: str | None,
+                   scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                async for item in replay_then_live(self.services.store, subscriber, after,
+                                                   epoch=epoch):
+                    if isinstance(item, Gap):
+                        await self.send({"op": "gap", **item.to_dict()})
+                    else:
+                        await self.send(item.ws_payload)
+                        self.last_sent = item.seq
+            except (WebSocketDisconnect, RuntimeError):
+                self.closed = True
+                return
+            finally:
+                subscriber.close()
+            if subscriber.reason is DisconnectReason.SLOW_CLIENT:
+                await self.close(CLOSE_SLOW_CLIENT, f"slow client; resume_from={self.last_sent}")
+            elif subscriber.reason is DisconnectReason.SHUTDOWN:
+                await self.close(CLOSE_GOING_AWAY, "server shutting down")
+            self.task_group.cancel_scope.cancel()  # ends the read loop too
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    ip = websocket.client.host if websocket.client else "?"
+    per_ip = services.connections_by_ip
+    if per_ip.get(ip, 0) >= services.limits.max_connections_per_ip:
+        await websocket.send_denial_response(error_response(
+            429, "too_many_connections",
+            f"at most {services.limits.max_connections_per_ip} connections per client IP"))
+        return
+    per_ip[ip] = per_ip.get(ip, 0) + 1
+    try:
+        await websocket.accept()
+        connection = _Connection(websocket, services)
+        await connection.run()
+    finally:
+        per_ip[ip] -= 1
+        if not per_ip[ip]:
+            del per_ip[ip]
