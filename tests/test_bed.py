@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 
 import pytest
+from embit.ec import PublicKey, Signature
+from embit.script import p2pkh
+from embit.transaction import Transaction
 
-from tests.bed.bed import TipWaiter, startup_times
-from tests.bed.electrumx import ElectrumXError, ElectrumXServer
+from tests.bed.bed import TipWaiter, ensure_running, startup_times
+from tests.bed.electrumx import STOCK_LIMITS, ElectrumXError, ElectrumXServer
 from tests.bed.node import (
     ADDRESS_KINDS,
     REGTEST_GENESIS_HASH,
@@ -19,9 +23,8 @@ from tests.bed.node import (
 )
 
 
-def _poll(check: object, timeout: float = 10.0) -> None:
+def _poll(check: Callable[[], object], timeout: float = 10.0) -> None:
     """Poll `check()` until it returns true (ElectrumX lags the node by a poll interval)."""
-    assert callable(check)
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -107,7 +110,7 @@ def test_electrumx_follows_a_reorg(
         new_header = server.request("blockchain.block.header", fork_height)
         assert new_header != old_header
         assert new_header == node.header(fork_height).hex()
-        _poll(lambda s=server: s.request(  # type: ignore[misc]
+        _poll(lambda s=server: s.request(
             "blockchain.scripthash.get_history", scripthash(address)) == [
             {"tx_hash": txid, "height": 0, "fee": node.tx_fee(txid)}])
 
@@ -193,13 +196,42 @@ def test_fee_estimates_come_from_the_node(
     regtest_node.set_fee_estimate(None)
 
 
-def test_a_stopped_server_refuses_connections_and_comes_back(
+def test_stopped_and_killed_servers_come_back_on_the_same_ports(
         regtest_node: RegtestNode, electrumx_servers: list[ElectrumXServer]) -> None:
-    server = electrumx_servers[2]
-    server.kill()
-    with pytest.raises(OSError):
-        server.request("server.ping", timeout=1)
-    with pytest.raises(ElectrumXError):
-        server.wait_for_height(0, timeout=0.2)
-    server.restart()
-    server.wait_for_height(regtest_node.height, header=regtest_node.header(regtest_node.height))
+    stopped, killed = electrumx_servers[1], electrumx_servers[2]
+    ports = (killed.tcp_port, killed.ssl_port)
+    stopped.stop()
+    killed.kill()
+    for server in (stopped, killed):
+        assert not server.is_running
+        with pytest.raises(OSError):
+            server.request("server.ping", timeout=1)
+        with pytest.raises(ElectrumXError):
+            server.wait_for_height(0, timeout=0.2)
+    regtest_node.mine()
+    stopped.restart()
+    ensure_running(regtest_node, electrumx_servers)  # what the fixture does for later tests
+    assert (killed.tcp_port, killed.ssl_port) == ports
+    for server in (stopped, killed):
+        assert server.tip() == (regtest_node.height,
+                                regtest_node.header(regtest_node.height).hex())
+
+
+def test_wallet_payments_carry_valid_signatures(regtest_node: RegtestNode) -> None:
+    txid = regtest_node.pay(regtest_node.new_address(), 1_000)
+    tx = Transaction.parse(regtest_node.raw_transaction(txid))
+    for i, inp in enumerate(tx.vin):
+        spent = Transaction.parse(regtest_node.raw_transaction(inp.txid.hex())).vout[inp.vout]
+        sig, pub = inp.witness.items
+        key = PublicKey.parse(pub)
+        digest = tx.sighash_segwit(i, p2pkh(key), spent.value)
+        assert key.verify(Signature.parse(sig[:-1]), digest)
+
+
+def test_start_electrumx_runs_an_extra_server_with_stock_throttling(
+        regtest_node: RegtestNode, start_electrumx: Callable[..., ElectrumXServer]) -> None:
+    server = start_electrumx(pad_wait=None, **STOCK_LIMITS)
+    log = server.log_path.read_text()
+    assert "session cost hard limit 10,000" in log
+    assert "request sleep 2,500ms" in log
+    assert server.tip() == (regtest_node.height, regtest_node.header(regtest_node.height).hex())

@@ -159,7 +159,7 @@ def address_to_script(address: str) -> bytes:
             if ver is None or prog is None:
                 raise ValueError("bad bech32")
             return bytes([ver + 0x50 if ver else 0, len(prog), *prog])
-        raw = base58.decode_check(address)
+        raw = bytes(base58.decode_check(address))
     except Exception as e:
         raise ValueError(f"not a regtest address: {address!r}") from e
     if len(raw) == 21 and raw[:1] == REGTEST["p2pkh"]:
