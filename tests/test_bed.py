@@ -106,13 +106,17 @@ def test_electrumx_follows_a_reorg(
     wait_for_tip()
     assert node.height == fork_height + 1
     assert node.tx_height(txid) == 0
+    in_mempool = [{"tx_hash": txid, "height": 0, "fee": node.tx_fee(txid)}]
     for server in electrumx_servers:
         new_header = server.request("blockchain.block.header", fork_height)
         assert new_header != old_header
         assert new_header == node.header(fork_height).hex()
-        _poll(lambda s=server: s.request(
-            "blockchain.scripthash.get_history", scripthash(address)) == [
-            {"tx_hash": txid, "height": 0, "fee": node.tx_fee(txid)}])
+
+        def back_in_mempool(server: ElectrumXServer = server) -> bool:
+            history = server.request("blockchain.scripthash.get_history", scripthash(address))
+            return bool(history == in_mempool)
+
+        _poll(back_in_mempool)
 
 
 def test_reorg_can_drop_a_transaction(
