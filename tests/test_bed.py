@@ -150,6 +150,24 @@ def test_evict_removes_the_tx_from_electrumx_mempool(
     _poll(lambda: server.request("blockchain.scripthash.get_mempool", sh) == [])
 
 
+def test_a_confirmed_payment_double_spent_in_a_reorg_leaves_electrumx(
+        regtest_node: RegtestNode, electrumx_servers: list[ElectrumXServer],
+        wait_for_tip: TipWaiter) -> None:
+    node = regtest_node
+    address = node.new_address()
+    txid = node.pay(address, 80_000)
+    node.mine()
+    wait_for_tip()
+    node.reorg(1)  # back to the mempool, unmined
+    conflict = node.double_spend(txid)
+    node.mine()
+    wait_for_tip()
+    assert node.tx_height(txid) is None
+    assert node.tx_height(conflict) == node.height
+    assert electrumx_servers[0].request(
+        "blockchain.scripthash.get_history", scripthash(address)) == []
+
+
 def test_every_address_kind_is_indexed_and_spendable(
         regtest_node: RegtestNode, electrumx_servers: list[ElectrumXServer],
         wait_for_tip: TipWaiter) -> None:

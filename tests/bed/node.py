@@ -670,6 +670,34 @@ class RegtestNode:
             self._remove_from_mempool(gone)
             return [t for t in gone]
 
+    def double_spend(self, txid: str, address: str | None = None) -> str:
+        """Replace a mempool transaction by a conflicting one spending the same inputs (all
+        must be the node's), paying everything but a higher fee to `address` (default: the
+        wallet). The original and its descendants leave the mempool; returns the new txid.
+
+        For a confirmed transaction: `reorg(depth)` puts it back in the mempool first."""
+        with self._lock:
+            original = self._mempool.get(txid)
+            if original is None:
+                raise KeyError(f"{txid} is not in the mempool")
+            spent = []
+            for op in original.inputs:
+                value, script = self._txs[op[0]].outputs[op[1]]
+                key = self._keys.get(script)
+                if key is None:
+                    raise ValueError(f"input {op[0]}:{op[1]} is not the node's to spend")
+                spent.append((op, key, value))
+            script = self._wallet.script if address is None else address_to_script(address)
+            fee = 2 * original.fee + self._fee([k.kind for _, k, _ in spent], [script])
+            total = sum(v for _, _, v in spent)
+            if total - fee < _DUST:
+                raise ValueError(f"inputs of {txid} hold too little to pay a higher fee")
+            self._remove_from_mempool(self._descendants([txid]))
+            tx = Transaction(vin=[TransactionInput(bytes.fromhex(t), n) for (t, n), _, _ in spent],
+                             vout=[TransactionOutput(total - fee, Script(script))])
+            self._sign(tx, [(k, v) for _, k, v in spent])
+            return self._accept(_Tx.from_embit(tx)).txid
+
     def set_fee_estimate(self, rate: float | Mapping[int, float] | None) -> None:
         """What `estimatesmartfee` answers, in sat/vB: one rate for every target, a mapping
         target -> rate (a target uses the largest mapped target <= it), or None for "no
@@ -1151,6 +1179,9 @@ class RegtestNode:
 
     def _rpc_evict(self, txid: str) -> list[str]:
         return self.evict(txid)
+
+    def _rpc_doublespend(self, txid: str, address: str | None = None) -> str:
+        return self.double_spend(txid, None if address is None else _checked_address(address))
 
     def _rpc_setfeeestimate(self, rate: Any) -> None:
         if isinstance(rate, dict):
