@@ -90,7 +90,8 @@ CHAINWIRE_SERVERS={bed.chainwire_servers()}
 
 try:  curl -s --user user:pass -d '{{"method":"generatetoaddress","params":[1,"{node.new_address()}"]}}' http://127.0.0.1:{node.port}/
       curl -s --user user:pass -d '{{"method":"sendtoaddress","params":["ADDR",0.5]}}' http://127.0.0.1:{node.port}/
-      other methods: getnewaddress, reorg [depth, new_blocks], evict [txid], setfeeestimate [sat_per_vB], makemanytxs [n]
+      other methods: getnewaddress, reorg [depth, new_blocks], evict [txid], doublespend [txid],
+                     setfeeestimate [sat_per_vB], makemanytxs [n]
 Ctrl-C stops the bed.
 """, flush=True)  # noqa: E501
         _run(bed, args, stop)
