@@ -53,7 +53,13 @@ class FlakyStore:
             raise StoreUnavailable("injected: one failure")
         if self.commit_then_fail:
             self.commit_then_fail -= 1
-            await self.inner.save_batches(batches)
+            # Commit for real, then leave the store as a save that raised would: it does not
+            # know the outcome (test_postgres_faults cuts a real COMMIT on PostgreSQL).
+            inner: Any = self.inner
+            confirmed = inner._confirmed_seq
+            await inner.save_batches(batches)
+            inner._confirmed_seq = confirmed
+            inner._uncertain.update(b.batch_id for b in batches)
             raise StoreUnavailable("injected: connection lost during COMMIT")
         return await self.inner.save_batches(batches)
 
@@ -68,5 +74,5 @@ def events(n: int, kind: str = "address", start: int = 0) -> list[Event]:
 async def eventually(predicate: Callable[[], object], within: float = 5.0) -> None:
     """Wait until ``predicate()`` is true; fail the test after ``within`` seconds."""
     with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 -- polling a condition is the point here
+        while not predicate():  # polling a condition is the point here
             await anyio.sleep(0.005)

@@ -1,0 +1,293 @@
+"""SSE and WebSocket end to end: a real server on a real port, real PostgreSQL, real clients.
+
+Events enter through the batcher's public ``submit()`` — the producers' own interface —
+and travel batcher -> PostgreSQL -> hub -> transport -> client like any chain event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from batcher.events import Event
+from stream.app import create_app, end_streams
+from stream.services import Limits, Services
+from stream.settings import Settings
+from tests.batcher.conftest import fresh_pg_database, pg_url_for
+from tests.bed.electrumx import ElectrumXServer
+from tests.server_process import free_port
+
+ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+OTHER_ADDRESS = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry"
+
+
+class Live:
+    def __init__(self, services: Services, port: int) -> None:
+        self.services = services
+        self.port = port
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws = f"ws://127.0.0.1:{port}/ws"
+
+    async def emit(self, *events: Event) -> None:
+        for event in events:
+            await self.services.runner.submit(event)
+
+
+@asynccontextmanager
+async def live_server(servers: list[ElectrumXServer], limits: Limits | None = None,
+                      **settings: Any) -> AsyncIterator[Live]:
+    async with fresh_pg_database() as name:
+        config = Settings(network="regtest", servers=tuple(s.tcp_url for s in servers),
+                          database_url=pg_url_for(name), **settings)
+        app = create_app(config, limits)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+            ws="websockets-sansio"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            with anyio.fail_after(10):
+                while not server.started:
+                    await anyio.sleep(0.01)
+            try:
+                yield Live(app.state.services, port)
+            finally:
+                with anyio.move_on_after(2):
+                    await end_streams(app)
+                server.should_exit = True
+
+
+def address_event(n: int, address: str = ADDRESS) -> Event:
+    return Event("address", address, {"address": address, "txid": f"{n:064x}", "height": 0,
+                                      "status": "mempool", "received_sats": 1000 + n,
+                                      "sent_sats": 0, "confirmations": 0}, ts=time.time())
+
+
+def block_event(height: int) -> Event:
+    return Event("block", str(height), {"height": height, "hash": f"{height:064x}"},
+                 ts=time.time())
+
+
+async def ws_subscribe(client: ClientConnection, **subscription: Any) -> dict[str, Any]:
+    hello = orjson.loads(await client.recv())
+    assert hello["op"] == "hello"
+    await client.send(orjson.dumps({"op": "subscribe", **subscription}).decode())
+    subscribed = orjson.loads(await client.recv())
+    assert subscribed["op"] == "subscribed"
+    return dict(hello)
+
+
+async def ws_batches(client: ClientConnection, count: int) -> list[dict[str, Any]]:
+    batches = []
+    with anyio.fail_after(10):
+        while len(batches) < count:
+            message = orjson.loads(await client.recv())
+            if message["op"] == "batch":
+                batches.append(message)
+    return batches
+
+
+async def sse_messages(live: Live, count: int, last_event_id: int | None = None,
+                       query: str = "") -> list[dict[str, Any]]:
+    """Read ``count`` SSE messages (id/event/data) from /events, then disconnect."""
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    messages: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{live.http}/events{query}", headers=headers
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, Any] = {}
+        with anyio.fail_after(10):
+            async for line in response.aiter_lines():
+                if line == "":
+                    if "data" in fields:
+                        messages.append(fields)
+                        if len(messages) == count:
+                            break
+                    fields = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+    return messages
+
+
+Opener = Callable[[], Awaitable[None]]
+
+
+@pytest.mark.anyio
+async def test_a_ws_bot_and_an_sse_client_receive_the_same_batches(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with live_server(electrumx_servers) as live:
+        async with connect(live.ws) as bot:
+            await ws_subscribe(bot)
+            async with anyio.create_task_group() as tg:
+                sse: list[dict[str, Any]] = []
+
+                async def read_sse() -> None:
+                    sse.extend(await sse_messages(live, 2))
+
+                tg.start_soon(read_sse)
+                await anyio.sleep(0.3)  # the SSE client is subscribed
+                await live.emit(address_event(1), address_event(2), address_event(3),
+                                block_event(500))
+                ws = await ws_batches(bot, 2)
+        by_type = {b["type"]: b for b in ws}
+        assert by_type["address"]["count"] == 3  # three events, one batch
+        assert by_type["block"]["count"] == 1
+        for message in sse:
+            batch = by_type[message["event"]]
+            assert int(message["id"]) == batch["seq"]
+            assert orjson.loads(message["data"]) == {k: v for k, v in batch.items() if k != "op"}
+
+
+@pytest.mark.anyio
+async def test_resume_delivers_exactly_the_missed_batches(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with live_server(electrumx_servers, window_events=1) as live:
+        await live.emit(*(block_event(h) for h in range(1, 4)))
+        first = await sse_messages(live, 3, last_event_id=0)
+        seen = int(first[-1]["id"])
+        # Disconnected: five more batches happen meanwhile.
+        await live.emit(*(block_event(h) for h in range(4, 9)))
+        with anyio.fail_after(5):
+            while await live.services.store.last_seq() < seen + 5:
+                await anyio.sleep(0.05)
+        resumed = await sse_messages(live, 5, last_event_id=seen)
+        assert [int(m["id"]) for m in resumed] == list(range(seen + 1, seen + 6))
+        # The WebSocket resumes the same way, and then goes live without a gap.
+        async with connect(live.ws) as bot:
+            await ws_subscribe(bot, resume_from=seen + 2)
+            replayed = await ws_batches(bot, 3)
+            await live.emit(block_event(9))
+            [live_batch] = await ws_batches(bot, 1)
+        assert [b["seq"] for b in replayed] == [seen + 3, seen + 4, seen + 5]
+        assert live_batch["seq"] == seen + 6
+        assert replayed[0]["events"][0]["data"] == {"height": 6, "hash": f"{6:064x}"}
+
+
+@pytest.mark.anyio
+async def test_a_slow_ws_client_is_cut_with_its_resume_point_and_loses_nothing(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with live_server(electrumx_servers, Limits(client_buffer=4), window_events=1) as live:
+        total = 300
+        async with connect(live.ws, max_queue=1) as slow:
+            await ws_subscribe(slow, types=["block"])
+            await live.emit(*(block_event(h) for h in range(total)))
+            received: list[int] = []
+            with anyio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    message = orjson.loads(await slow.recv())
+                    received.append(message["seq"])
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4008
+        reason = closed.value.rcvd.reason
+        assert reason.startswith("slow client; resume_from=")
+        resume_from = int(reason.rpartition("=")[2])
+        assert received == list(range(1, resume_from + 1))  # everything up to the point
+        async with connect(live.ws) as again:
+            await ws_subscribe(again, types=["block"], resume_from=resume_from)
+            rest = await ws_batches(again, total - resume_from)
+        assert [b["seq"] for b in rest] == list(range(resume_from + 1, total + 1))
+
+
+@pytest.mark.anyio
+async def test_bad_ws_input_gets_errors_and_the_connection_stays(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    limits = Limits(ws_max_addresses=1, ws_max_message_bytes=1024)
+    async with live_server(electrumx_servers, limits) as live:
+        async with connect(live.ws) as bot:
+            await ws_subscribe(bot)
+            for raw, code in [
+                ("{nope", "bad_json"),
+                ('{"op":"dance"}', "unknown_op"),
+                ('{"op":"subscribe","addresses":["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"]}',
+                 "invalid_address"),
+                (orjson.dumps({"op": "subscribe", "addresses": [ADDRESS, OTHER_ADDRESS]}),
+                 "limit_exceeded"),
+            ]:
+                await bot.send(raw)
+                error = orjson.loads(await bot.recv())
+                assert error["op"] == "error" and error["code"] == code, error
+            await bot.send('{"op":"ping"}')
+            assert orjson.loads(await bot.recv()) == {"op": "pong"}
+            await bot.send("x" * 2000)
+            with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await bot.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        async with httpx.AsyncClient(base_url=live.http) as http:
+            bad = await http.get("/events", params={"min_sats": "abc"})
+            assert bad.status_code == 400
+            assert bad.json()["error"]["code"] == "bad_request"
+            assert "min_sats" in bad.json()["error"]["message"]
+            bad = await http.post("/api/v1/watch", json={"addresses": [ADDRESS, "nope"]})
+            assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]
+            assert (await http.get("/api/v1/watch")).json() == {"addresses": []}
+
+
+@pytest.mark.anyio
+async def test_api_keys_guard_streams_and_apis(electrumx_servers: list[ElectrumXServer]) -> None:
+    async with live_server(electrumx_servers, api_keys=("s3cret",)) as live:
+        async with httpx.AsyncClient(base_url=live.http) as http:
+            missing = await http.get("/api/v1/stats")
+            assert missing.status_code == 401
+            assert missing.json()["error"]["code"] == "unauthorized"
+            assert (await http.get("/api/v1/stats?key=wrong")).status_code == 401
+            ok = await http.get("/api/v1/stats", headers={"Authorization": "Bearer s3cret"})
+            assert ok.status_code == 200
+            assert (await http.get("/healthz")).status_code in (200, 503)  # open
+        with pytest.raises(Exception, match="401"):
+            async with connect(live.ws):
+                pass
+        async with connect(f"{live.ws}?key=s3cret") as bot:
+            assert (await ws_subscribe(bot))["op"] == "hello"
+
+
+@pytest.mark.anyio
+async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with fresh_pg_database() as name:
+        config = Settings(network="regtest", servers=(electrumx_servers[0].tcp_url,),
+                          database_url=pg_url_for(name), window_ms=60_000)
+        app = create_app(config)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_config=None, ws="websockets-sansio"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            with anyio.fail_after(10):
+                while not server.started:
+                    await anyio.sleep(0.01)
+            services: Services = app.state.services
+            async with connect(f"ws://127.0.0.1:{port}/ws") as bot:
+                await ws_subscribe(bot)
+                # A window of one minute: this event is still pending at shutdown.
+                await services.runner.submit(address_event(42))
+                await anyio.sleep(0.2)
+                with anyio.move_on_after(2):
+                    await end_streams(app)
+                server.should_exit = True
+                with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                    await bot.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        # The pending event was stored on the way out.
+        from batcher.store import open_store
+
+        async with open_store(pg_url_for(name)) as store:
+            [stored] = await store.batches_after(0, 10)
+        assert stored.type == "address" and stored.events[0].data["txid"] == f"{42:064x}"
