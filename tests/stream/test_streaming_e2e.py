@@ -7,8 +7,7 @@ and travel batcher -> PostgreSQL -> hub -> transport -> client like any chain ev
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -26,45 +25,10 @@ from stream.settings import Settings
 from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
 from tests.server_process import free_port
+from tests.stream.live import Live, live_server
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 OTHER_ADDRESS = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry"
-
-
-class Live:
-    def __init__(self, services: Services, port: int) -> None:
-        self.services = services
-        self.port = port
-        self.http = f"http://127.0.0.1:{port}"
-        self.ws = f"ws://127.0.0.1:{port}/ws"
-
-    async def emit(self, *events: Event) -> None:
-        for event in events:
-            await self.services.runner.submit(event)
-
-
-@asynccontextmanager
-async def live_server(servers: list[ElectrumXServer], limits: Limits | None = None,
-                      **settings: Any) -> AsyncIterator[Live]:
-    async with fresh_pg_database() as name:
-        config = Settings(network="regtest", servers=tuple(s.tcp_url for s in servers),
-                          database_url=pg_url_for(name), **settings)
-        app = create_app(config, limits)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-            ws="websockets-sansio"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.01)
-            try:
-                yield Live(app.state.services, port)
-            finally:
-                with anyio.move_on_after(2):
-                    await end_streams(app)
-                server.should_exit = True
 
 
 def address_event(n: int, address: str = ADDRESS) -> Event:
