@@ -124,6 +124,13 @@ def _number(name: str, value: object, *, minimum: float, strict: bool = False) -
         raise ValueError(f"{name} must be a finite number {op} {minimum:g}, got {value}")
 
 
+#: At most one "queue full" warning per this many seconds.
+_LOG_INTERVAL = 30.0
+
+#: Events the aggregator takes in one go before letting other tasks run.
+_BURST = 256
+
+
 class RunnerState(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -162,6 +169,7 @@ class BatchRunner:
         self._graceful_done = anyio.Event()
         self._degraded = False
         self._buffer_full = False
+        self._full_logged_at = -math.inf
         self._close_deadline: float | None = None
         self._counters: dict[str, int] = dict.fromkeys(
             (
@@ -333,40 +341,46 @@ class BatchRunner:
     async def _aggregate(self, receive: MemoryObjectReceiveStream[Event]) -> None:
         windows = self._windows
         clock = anyio.current_time
-        streak = 0
         while True:
-            try:
-                event = receive.receive_nowait()
-            except anyio.WouldBlock:
-                streak = 0
-                deadline = windows.next_deadline()
-                if deadline is None:
-                    try:
-                        event = await receive.receive()
-                    except anyio.EndOfStream:
-                        break
-                else:
-                    got = False
-                    with anyio.move_on_after(deadline - clock()):
-                        try:
-                            event = await receive.receive()
-                            got = True
-                        except anyio.EndOfStream:
-                            break
-                    if not got:
-                        await self._enqueue_and_wait(windows.poll(clock()))
-                        continue
-            except anyio.EndOfStream:
-                break
-            closed = windows.add(event, clock())
-            if closed:
-                await self._enqueue_and_wait(closed)
-            streak += 1
-            if streak >= 1000:
+            # Take what is queued without waiting, reading the clock once per burst: a burst
+            # lasts about a millisecond, well inside the window's resolution.
+            now = clock()
+            for _ in range(_BURST):
+                try:
+                    event = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                except anyio.EndOfStream:
+                    self._end_of_input()
+                    return
+                closed = windows.add(event, now)
+                if closed:
+                    await self._enqueue_and_wait(closed)
+            else:
                 # A flood never empties the input: let the writer and others run.
-                streak = 0
                 await anyio.lowlevel.checkpoint()
-        self._enqueue(windows.drain(clock()))
+                continue
+            # The input is empty: wait for an event or the next window deadline.
+            deadline = windows.next_deadline()
+            got = None
+            try:
+                if deadline is None:
+                    got = await receive.receive()
+                else:
+                    with anyio.move_on_after(deadline - clock()):
+                        got = await receive.receive()
+            except anyio.EndOfStream:
+                self._end_of_input()
+                return
+            if got is None:
+                await self._enqueue_and_wait(windows.poll(clock()))
+            else:
+                closed = windows.add(got, clock())
+                if closed:
+                    await self._enqueue_and_wait(closed)
+
+    def _end_of_input(self) -> None:
+        self._enqueue(self._windows.drain(anyio.current_time()))
         self._input_done = True
         self._wake_writer.set()
 
@@ -392,17 +406,22 @@ class BatchRunner:
         if not self._buffer_full:
             self._buffer_full = True
             self._counters["backpressure_episodes"] += 1
-            logger.warning(
-                "batch queue full (%d batches waiting for the store at %s): "
-                "slowing the producers until it catches up",
-                len(self._queue),
-                self._store.url,
-            )
+            now = anyio.current_time()
+            # Under a sustained flood the queue fills and drains many times a second: one
+            # line per ``_LOG_INTERVAL`` says it without flooding the log.
+            if now - self._full_logged_at >= _LOG_INTERVAL:
+                self._full_logged_at = now
+                logger.warning(
+                    "batch queue full (%d batches waiting for the store at %s): slowing the "
+                    "producers until it catches up (%d times so far)",
+                    len(self._queue),
+                    self._store.url,
+                    self._counters["backpressure_episodes"],
+                )
         while len(self._queue) >= self._config.retry_buffer:
             self._space = anyio.Event()
             await self._space.wait()
         self._buffer_full = False
-        logger.info("batch queue has room again; producers resume")
 
     # -- writer ----------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,12 +48,13 @@ _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE chainwire_batches (
         seq bigint PRIMARY KEY,
-        batch_id text NOT NULL UNIQUE,
+        batch_id text NOT NULL,
         type text NOT NULL,
         ts double precision NOT NULL,
         count integer NOT NULL
     );
-    CREATE INDEX chainwire_batches_ts ON chainwire_batches (ts);
+    -- ts grows with seq: a BRIN index costs next to nothing per insert and serves prune().
+    CREATE INDEX chainwire_batches_ts ON chainwire_batches USING brin (ts);
     -- data is json text, not jsonb: jsonb reorders keys and replay must be byte-exact.
     CREATE TABLE chainwire_events (
         seq bigint NOT NULL,
@@ -81,6 +83,9 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
+# Batch rows are few (one per ten events): COPY pays off for them from this many on.
+_BATCH_COPY_THRESHOLD = 50
+_BATCH_COLUMNS = ("seq", "batch_id", "type", "ts", "count")
 _EVENT_COLUMNS = ("seq", "idx", "id", "type", "key", "ts", "value_sats", "data")
 _INSERT_BATCH = (
     "INSERT INTO chainwire_batches (seq, batch_id, type, ts, count) VALUES ($1, $2, $3, $4, $5)"
@@ -150,6 +155,10 @@ class PostgresStore:
         self._epoch: str | None = None
         # batch_ids whose last save raised: the COMMIT may have happened anyway.
         self._uncertain: set[str] = set()
+        # The highest seq this store saw committed: a batch whose save raised can only have
+        # been stored above it, so the duplicate check scans just those rows (no batch_id
+        # index to maintain on every insert).
+        self._confirmed_seq = 0
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._url!r})"
@@ -260,27 +269,36 @@ class PostgresStore:
                 epoch = str(row["epoch"])
                 await conn.execute("UPDATE chainwire_meta SET schema_version = $1", SCHEMA_VERSION)
             self._epoch = epoch
+            self._confirmed_seq = int(await conn.fetchval("SELECT last_seq FROM chainwire_meta"))
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the store is not open")
         return self._pool
 
-    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[Any]]:
+        """A pooled connection; transient failures become ``StoreUnavailable``."""
         pool = self._require_pool()
         try:
             async with pool.acquire() as conn:
-                return await conn.fetch(query, *args)
+                try:
+                    yield conn
+                except BaseException:
+                    # A failed or cancelled operation (a COPY cut halfway) can leave the
+                    # protocol mid-message: never hand this connection out again.
+                    conn.terminate()
+                    raise
         except _TRANSIENT as exc:
             raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
 
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as conn:
+            return await conn.fetch(query, *args)
+
     async def _execute(self, query: str, *args: Any) -> str:
-        pool = self._require_pool()
-        try:
-            async with pool.acquire() as conn:
-                return await conn.execute(query, *args)
-        except _TRANSIENT as exc:
-            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+        async with self._connection() as conn:
+            return await conn.execute(query, *args)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -290,20 +308,21 @@ class PostgresStore:
     async def save_batches(self, batches: Sequence[NewBatch]) -> list[Batch]:
         if not batches:
             return []
-        pool = self._require_pool()
         epoch = self.epoch
         ids = [b.batch_id for b in batches]
         check = not self._uncertain.isdisjoint(ids)
         self._uncertain.update(ids)
-        try:
-            async with pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn:
+            async with conn.transaction():
                 existing: dict[str, int] = {}
                 if check:
                     # Take the counter's lock first: a transaction of ours that lost its
                     # connection may still be finishing on the server; wait for its outcome.
                     await conn.execute("UPDATE chainwire_meta SET last_seq = last_seq")
                     rows = await conn.fetch(
-                        "SELECT batch_id, seq FROM chainwire_batches WHERE batch_id = ANY($1)",
+                        "SELECT batch_id, seq FROM chainwire_batches "
+                        "WHERE seq > $1 AND batch_id = ANY($2)",
+                        self._confirmed_seq,
                         ids,
                     )
                     existing = {r[0]: r[1] for r in rows}
@@ -316,15 +335,18 @@ class PostgresStore:
                     )
                     first = int(last) - len(fresh) + 1
                     brows, erows = batch_rows(fresh, first)
-                    await conn.executemany(_INSERT_BATCH, brows)
+                    if len(brows) >= _BATCH_COPY_THRESHOLD:
+                        await conn.copy_records_to_table(
+                            "chainwire_batches", records=brows, columns=_BATCH_COLUMNS
+                        )
+                    else:
+                        await conn.executemany(_INSERT_BATCH, brows)
                     if len(erows) >= self._copy_threshold:
                         await conn.copy_records_to_table(
                             "chainwire_events", records=erows, columns=_EVENT_COLUMNS
                         )
                     else:
                         await conn.executemany(_INSERT_EVENT, erows)
-        except _TRANSIENT as exc:
-            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
         self._uncertain.difference_update(ids)
         out: list[Batch] = []
         for batch in batches:
@@ -333,6 +355,7 @@ class PostgresStore:
                 seq = first
                 first += 1
             out.append(batch.sequenced(seq, epoch))
+        self._confirmed_seq = max(self._confirmed_seq, out[-1].seq)
         return out
 
     async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
@@ -382,16 +405,13 @@ class PostgresStore:
         return int(status.split()[-1])
 
     async def reset(self) -> None:
-        pool = self._require_pool()
         epoch = uuid.uuid4().hex
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("TRUNCATE chainwire_batches, chainwire_events")
-                await conn.execute("UPDATE chainwire_meta SET epoch = $1, last_seq = 0", epoch)
-        except _TRANSIENT as exc:
-            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("TRUNCATE chainwire_batches, chainwire_events")
+            await conn.execute("UPDATE chainwire_meta SET epoch = $1, last_seq = 0", epoch)
         self._epoch = epoch
         self._uncertain.clear()
+        self._confirmed_seq = 0
 
     # -- producers' state ------------------------------------------------------------------
 
@@ -433,16 +453,12 @@ class PostgresStore:
         return {r[0]: int(r[1]) for r in rows}
 
     async def set_known_txs(self, address: str, txs: Mapping[str, int]) -> None:
-        pool = self._require_pool()
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("DELETE FROM chainwire_known_tx WHERE address = $1", address)
-                await conn.executemany(
-                    "INSERT INTO chainwire_known_tx (address, txid, height) VALUES ($1, $2, $3)",
-                    [(address, txid, int(height)) for txid, height in txs.items()],
-                )
-        except _TRANSIENT as exc:
-            raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM chainwire_known_tx WHERE address = $1", address)
+            await conn.executemany(
+                "INSERT INTO chainwire_known_tx (address, txid, height) VALUES ($1, $2, $3)",
+                [(address, txid, int(height)) for txid, height in txs.items()],
+            )
 
     async def get_tip(self) -> tuple[int, str] | None:
         rows = await self._fetch("SELECT tip_height, tip_hash FROM chainwire_meta")

@@ -45,7 +45,7 @@ _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE chainwire_batches (
         seq INTEGER PRIMARY KEY,
-        batch_id TEXT NOT NULL UNIQUE,
+        batch_id TEXT NOT NULL,
         type TEXT NOT NULL,
         ts REAL NOT NULL,
         count INTEGER NOT NULL
@@ -104,6 +104,8 @@ class SQLiteStore:
         # One thread at a time on the connection: sqlite3 connections are not thread-safe.
         self._limiter = anyio.CapacityLimiter(1)
         self._uncertain: set[str] = set()
+        # As in the PostgreSQL store: a batch whose save raised can only sit above this seq.
+        self._confirmed_seq = 0
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -188,11 +190,14 @@ class SQLiteStore:
             else:
                 epoch = str(row[1])
                 conn.execute("UPDATE chainwire_meta SET schema_version = ?", (SCHEMA_VERSION,))
+            (last_seq,) = conn.execute("SELECT last_seq FROM chainwire_meta").fetchone()
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         self._epoch = epoch
+        self._confirmed_seq = int(last_seq)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -255,8 +260,9 @@ class SQLiteStore:
                 marks = ",".join("?" * len(ids))
                 existing = dict(
                     conn.execute(
-                        f"SELECT batch_id, seq FROM chainwire_batches WHERE batch_id IN ({marks})",
-                        ids,
+                        "SELECT batch_id, seq FROM chainwire_batches "
+                        f"WHERE seq > ? AND batch_id IN ({marks})",
+                        (self._confirmed_seq, *ids),
                     ).fetchall()
                 )
             fresh = [b for b in batches if b.batch_id not in existing]
@@ -290,6 +296,7 @@ class SQLiteStore:
                 seq = first
                 first += 1
             out.append(batch.sequenced(seq, epoch))
+        self._confirmed_seq = max(self._confirmed_seq, out[-1].seq)
         return out
 
     async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
@@ -347,6 +354,7 @@ class SQLiteStore:
         await self._run(self._transaction(body))
         self._epoch = epoch
         self._uncertain.clear()
+        self._confirmed_seq = 0
 
     # -- producers' state ------------------------------------------------------------------
 

@@ -135,13 +135,16 @@ class Windows:
     windows closed by the same call: oldest first).
     """
 
-    __slots__ = ("_config", "_open")
+    __slots__ = ("_config", "_earliest", "_open")
 
     def __init__(self, config: WindowConfig | None = None) -> None:
         self._config = config if config is not None else WindowConfig()
         if not isinstance(self._config, WindowConfig):
             raise ValueError(f"config must be a WindowConfig, got {self._config!r}")
         self._open: dict[str, _Open] = {}
+        # The earliest deadline of the open windows (inf when none), kept up to date so
+        # ``add`` does not scan every window for each event.
+        self._earliest = math.inf
 
     @property
     def config(self) -> WindowConfig:
@@ -159,7 +162,7 @@ class Windows:
 
     def add(self, event: Event, now: float) -> list[ClosedWindow]:
         """Put ``event`` in its type's window; return the windows that closed."""
-        closed = self.poll(now) if self._open else []
+        closed = self.poll(now) if now >= self._earliest else []
         limits = self._config.limits_for(event.type)
         window = self._open.get(event.type)
         if window is None:
@@ -168,11 +171,13 @@ class Windows:
                 return closed
             window = _Open([event], now, now + limits.max_age)
             self._open[event.type] = window
+            self._earliest = min(self._earliest, window.deadline)
         else:
             window.events.append(event)
         # ``>=``: limits are per type and a window never outgrows the current limit.
         if len(window.events) >= limits.max_events:
             del self._open[event.type]
+            self._update_earliest()
             closed.append(self._close(event.type, window, now, "size"))
         return closed
 
@@ -184,19 +189,23 @@ class Windows:
         for _, event_type in expired:
             window = self._open.pop(event_type)
             closed.append(self._close(event_type, window, now, "time"))
+        if closed:
+            self._update_earliest()
         return closed
 
     def next_deadline(self) -> float | None:
         """When the next open window expires (caller's clock), or None if none is open."""
-        if not self._open:
-            return None
-        return min(w.deadline for w in self._open.values())
+        return None if self._earliest == math.inf else self._earliest
 
     def drain(self, now: float) -> list[ClosedWindow]:
         """Close every open window (shutdown), oldest first."""
         ordered = sorted(self._open.items(), key=lambda item: item[1].opened_at)
         self._open.clear()
+        self._earliest = math.inf
         return [self._close(t, w, now, "shutdown") for t, w in ordered]
+
+    def _update_earliest(self) -> None:
+        self._earliest = min((w.deadline for w in self._open.values()), default=math.inf)
 
     @staticmethod
     def _close(event_type: str, window: _Open, now: float, reason: FlushReason) -> ClosedWindow:

@@ -20,6 +20,9 @@ class PgProxy:
         self.port = 0
         self.up = True
         self._scopes: set[anyio.CancelScope] = set()
+        #: Cut this many connections right after relaying a COMMIT, before its answer.
+        self.cut_after_commit = 0
+        self.commits_cut = 0
 
     def down(self) -> None:
         self.up = False
@@ -42,10 +45,27 @@ class PgProxy:
                     self._scopes.add(scope)
                     try:
                         async with anyio.create_task_group() as tg:
-                            tg.start_soon(_pump, client, upstream, tg.cancel_scope)
+                            tg.start_soon(self._pump_queries, client, upstream, tg.cancel_scope)
                             tg.start_soon(_pump, upstream, client, tg.cancel_scope)
                     finally:
                         self._scopes.discard(scope)
+
+    async def _pump_queries(
+        self, src: SocketStream, dst: SocketStream, scope: anyio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in src:
+                await dst.send(chunk)
+                if self.cut_after_commit and b"COMMIT" in chunk.upper():
+                    self.cut_after_commit -= 1
+                    self.commits_cut += 1
+                    # Let the server read and run the COMMIT, then cut: the client never
+                    # learns that it committed.
+                    await anyio.sleep(0.05)
+                    break
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
 
 
 async def _pump(src: SocketStream, dst: SocketStream, scope: anyio.CancelScope) -> None:

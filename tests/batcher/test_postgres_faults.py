@@ -83,6 +83,27 @@ async def test_terminated_connections_mid_stream_lose_and_duplicate_nothing(
         await assert_stored_exactly_once_in_order(store, sink, [e.id for e in sent])
 
 
+async def test_a_connection_cut_right_after_commit_does_not_write_batches_twice(
+    pg_database: str,
+) -> None:
+    sink = RecordingSink()
+    sent = events(400)
+    async with pg_proxy() as proxy:
+        async with open_store(pg_url_for(pg_database, port=proxy.port)) as store:
+            runner = BatchRunner(store, sink, BatcherConfig(window_ms=10, **FAST))
+            async with anyio.create_task_group() as tg:
+                await tg.start(runner.run)
+                proxy.cut_after_commit = 3
+                for start in range(0, len(sent), 40):
+                    await runner.submit_many(sent[start : start + 40])
+                    await anyio.sleep(0.02)
+                await eventually(lambda: len(sink.event_ids) == len(sent), within=15)
+                await runner.aclose()
+            assert proxy.commits_cut == 3
+            assert runner.stats()["store_errors"] >= 3
+            await assert_stored_exactly_once_in_order(store, sink, [e.id for e in sent])
+
+
 async def test_database_down_at_start_logs_one_clear_line_per_attempt_and_retries(
     pg_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
