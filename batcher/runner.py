@@ -150,6 +150,10 @@ class BatchRunner:
     def __init__(
         self, store: BatchStore, sink: BatchSink, config: BatcherConfig | None = None
     ) -> None:
+        if not callable(getattr(sink, "publish", None)):
+            raise ValueError(f"sink must have a publish(batch) method, got {sink!r}")
+        if not callable(getattr(store, "save_batches", None)):
+            raise ValueError(f"store must be a BatchStore, got {store!r}")
         self._store = store
         self._sink = sink
         self._config = config if config is not None else BatcherConfig()
