@@ -517,8 +517,8 @@ class BatchRunner:
 
     # -- figures ---------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, int | float | bool | str]:
-        """Plain figures for ``/api/v1/stats`` and ``/metrics``.
+    def stats(self) -> dict[str, float]:
+        """Plain numbers for ``/api/v1/stats`` and ``/metrics`` (flags are 0 or 1).
 
         Counters only grow: ``events_saved`` is the messages batching avoided
         (``events_batched - batches_created``); ``flushes_*`` count windows closed by size,
@@ -528,9 +528,8 @@ class BatchRunner:
         """
         counters = self._counters
         receive = self._receive
-        out: dict[str, int | float | bool | str] = {
-            "state": self._state.value,
-            "batching": self._config.batching,
+        out: dict[str, float] = {
+            "batching": int(self._config.batching),
             **counters,
             "events_saved": counters["events_batched"] - counters["batches_created"],
             "queued_events": 0 if receive is None else receive.statistics().current_buffer_used,
@@ -539,8 +538,8 @@ class BatchRunner:
             "pending_batches": len(self._queue),
             "retry_buffer": len(self._queue) if self._degraded else 0,
             "retry_buffer_capacity": self._config.retry_buffer,
-            "store_degraded": self._degraded,
-            "producers_slowed": self._buffer_full,
+            "store_degraded": int(self._degraded),
+            "producers_slowed": int(self._buffer_full),
             "window_latency_seconds_last": self._latency_last,
             "window_latency_seconds_max": self._latency_max,
             "window_latency_seconds_sum": self._latency_sum,

@@ -201,7 +201,7 @@ async def main(argv: list[str] | None = None) -> None:
             result = await scenario(url, events[:n])
             secs = result[0] if isinstance(result, tuple) else result
             assert await count_rows(url) == n, "not every event was written"
-            return n / secs
+            return float(n / secs)
 
     runs: dict[str, list[float]] = {"a": [], "b": [], "b_store": [], "c": []}
     runs["a"].append(await measure(per_batch_executemany, args.naive_events))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from typing import Any
 
 import anyio
 import asyncpg
 import pytest
 
+from batcher.events import Batch
 from batcher.runner import BatcherConfig, BatchRunner
 from batcher.store import BatchStore, StoreUnavailable, open_store
 from tests.batcher.conftest import PG_ADMIN_URL, pg_url_for
@@ -24,7 +26,12 @@ from tests.batcher.pgproxy import pg_proxy
 
 pytestmark = pytest.mark.anyio
 
-FAST = {"retry_delay": 0.05, "retry_interval": 0.05, "retry_max_interval": 0.2}
+
+def fast_config(**kwargs: Any) -> BatcherConfig:
+    """A config with short retry pauses, so failure tests run in well under a second."""
+    return BatcherConfig(
+        **{"retry_delay": 0.05, "retry_interval": 0.05, "retry_max_interval": 0.2, **kwargs}
+    )
 
 
 async def terminate_backends(database: str) -> int:
@@ -43,7 +50,7 @@ async def terminate_backends(database: str) -> int:
 async def assert_stored_exactly_once_in_order(
     store: BatchStore, sink: RecordingSink, sent_ids: list[str]
 ) -> None:
-    stored = []
+    stored: list[Batch] = []
     while True:
         page = await store.batches_after(stored[-1].seq if stored else 0, limit=500)
         if not page:
@@ -62,7 +69,7 @@ async def test_terminated_connections_mid_stream_lose_and_duplicate_nothing(
     sent = events(3000)
     kills = 0
     async with open_store(pg_url_for(pg_database)) as store:
-        runner = BatchRunner(store, sink, BatcherConfig(window_ms=20, **FAST))
+        runner = BatchRunner(store, sink, fast_config(window_ms=20))
 
         async def produce() -> None:
             for start in range(0, len(sent), 100):
@@ -90,7 +97,7 @@ async def test_a_connection_cut_right_after_commit_does_not_write_batches_twice(
     sent = events(400)
     async with pg_proxy() as proxy:
         async with open_store(pg_url_for(pg_database, port=proxy.port)) as store:
-            runner = BatchRunner(store, sink, BatcherConfig(window_ms=10, **FAST))
+            runner = BatchRunner(store, sink, fast_config(window_ms=10))
             async with anyio.create_task_group() as tg:
                 await tg.start(runner.run)
                 proxy.cut_after_commit = 3
@@ -155,7 +162,7 @@ async def test_batches_wait_while_the_database_is_down_and_are_written_in_order_
     async with pg_proxy() as proxy:
         url = pg_url_for(pg_database, port=proxy.port)
         async with open_store(url, command_timeout=2) as store:
-            runner = BatchRunner(store, sink, BatcherConfig(window_ms=20, **FAST))
+            runner = BatchRunner(store, sink, fast_config(window_ms=20))
             async with anyio.create_task_group() as tg:
                 await tg.start(runner.run)
                 await runner.submit_many(sent[:50])
@@ -187,7 +194,7 @@ async def test_postgresql_restarted_mid_stream_loses_and_duplicates_nothing(
     sink = RecordingSink()
     sent = events(1500)
     async with open_store(pg_url_for(pg_database)) as store:
-        runner = BatchRunner(store, sink, BatcherConfig(window_ms=20, **FAST))
+        runner = BatchRunner(store, sink, fast_config(window_ms=20))
 
         async def produce() -> None:
             for start in range(0, len(sent), 50):

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batcher.events import Event
+from batcher.events import Batch, Event
 from batcher.store import BatchStore, NewBatch, encode_batch, open_store, redact_url
 from batcher.store_postgres import PostgresStore
 from batcher.store_sqlite import SQLiteStore
@@ -97,7 +97,7 @@ async def test_a_large_group_commit_replays_identically(store: BatchStore) -> No
         for b in range(120)
     ]
     live = await store.save_batches(batches)
-    replayed = []
+    replayed: list[Batch] = []
     while len(replayed) < len(live):
         replayed += await store.batches_after(replayed[-1].seq if replayed else 0, limit=50)
     assert [encode_batch(b) for b in replayed] == [encode_batch(b) for b in live]

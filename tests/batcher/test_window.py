@@ -75,7 +75,7 @@ def test_mixed_types_have_separate_windows() -> None:
     # Eight more address events fill the address window; the block window stays open.
     closed = [c for n in range(3, 11) for c in windows.add(ev("address", n), now=0.3)]
     assert [(c.type, c.count, c.reason) for c in closed] == [("address", 10, "size")]
-    assert windows.open_types == ("block",)
+    assert list(windows.open_types) == ["block"]
     closed = windows.poll(0.6)
     assert [(c.type, c.count, c.reason) for c in closed] == [("block", 1, "time")]
 
