@@ -170,6 +170,7 @@ class BatchRunner:
         self._wake_writer = anyio.Event()
         self._space = anyio.Event()
         self._stopped = anyio.Event()
+        self._closing = anyio.Event()
         self._graceful_done = anyio.Event()
         self._degraded = False
         self._buffer_full = False
@@ -293,6 +294,7 @@ class BatchRunner:
             return
         if self._state is RunnerState.RUNNING:
             self._state = RunnerState.CLOSING
+            self._closing.set()
             self._close_deadline = anyio.current_time() + self._config.shutdown_timeout
             if self._send is not None:
                 # The aggregator sees the end of the stream after the events already queued.
@@ -468,7 +470,7 @@ class BatchRunner:
                 if failures == config.retry_attempts + 1:
                     self._counters["store_failures"] += 1
                     self._degraded = True
-                if shutting_down:
+                if shutting_down or self._closing.is_set():
                     await anyio.sleep(config.retry_delay)
                     continue
                 logger.error(
@@ -481,7 +483,9 @@ class BatchRunner:
                     config.retry_buffer,
                     pause,
                 )
-                await anyio.sleep(pause)
+                # A shutdown cuts the backoff short: its time is better spent trying.
+                with anyio.move_on_after(pause):
+                    await self._closing.wait()
                 pause = min(pause * 2, config.retry_max_interval)
                 self._counters["store_retries"] += 1
                 # The queue may have grown while waiting: take a bigger group next time.

@@ -334,3 +334,23 @@ def test_the_batcher_never_imports_stream_starlette_or_aiorpcx() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+async def test_aclose_stops_waiting_out_the_backoff_and_writes_once_the_store_returns(
+    sqlite_store: BatchStore,
+) -> None:
+    flaky = FlakyStore(sqlite_store)
+    flaky.down = True
+    sink = RecordingSink()
+    config = fast_config(window_events=2, retry_interval=30, retry_max_interval=30)
+    runner = BatchRunner(flaky, sink, config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.submit_many(events(4))
+        await eventually(lambda: runner.stats()["store_degraded"])
+        # The writer now waits 30 s before its next try; aclose must not.
+        flaky.down = False
+        with anyio.fail_after(2):
+            await runner.aclose()
+    assert sink.event_ids == [f"address{i}" for i in range(4)]
+    assert runner.stats()["batches_lost"] == 0
