@@ -214,4 +214,5 @@ async def test_postgresql_restarted_mid_stream_loses_and_duplicates_nothing(
             )
             await eventually(lambda: len(sink.event_ids) == len(sent), within=60)
             await runner.aclose()
+        assert runner.stats()["store_errors"] >= 1, "the restart never hit a save"
         await assert_stored_exactly_once_in_order(store, sink, [e.id for e in sent])
