@@ -361,9 +361,11 @@ class ServerPool:
         for_subscription: bool = False,
         cause: BaseException | None = None,
     ) -> Upstream:
-        """A usable server not in ``exclude``; waits up to ``connect_timeout`` for one,
-        opening a spare server when none is on its way."""
-        deadline = anyio.current_time() + self.config.connect_timeout
+        """A usable server not in ``exclude``. While none is usable it waits for servers
+        that are connecting (each bounded by ``connect_timeout``), opening a spare when
+        none is on its way; it gives up when nothing is connecting and nothing became
+        usable within ``connect_timeout``, or after ``request_timeout`` in all."""
+        start = anyio.current_time()
         while True:
             self._check_open()
             now = anyio.current_time()
@@ -380,13 +382,18 @@ class ServerPool:
             if all(u in exclude for u in self._upstreams):
                 raise NoServerAvailable("every configured server failed") from cause
             others = [u for u in self._active if u not in exclude]
-            if not any(u.state is ServerState.CONNECTING for u in others):
+            connecting = any(u.state is ServerState.CONNECTING for u in others)
+            if not connecting and len(self._active) < self.config.max_size:
                 # Nothing is on its way: open a spare (a replacement for the failed ones).
-                if len(self._active) < self.config.max_size:
-                    self._activate_next(exclude)
-            if now >= deadline:
+                connecting = self._activate_next(exclude)
+            waited = now - start
+            if waited >= self.config.request_timeout or (
+                not connecting and waited >= self.config.connect_timeout
+            ):
                 raise NoServerAvailable("no Electrum server available") from cause
-            wake = deadline - now
+            wake = self.config.request_timeout - waited
+            if not connecting:
+                wake = min(wake, self.config.connect_timeout - waited)
             for u in others:
                 if u.state is ServerState.CONNECTED and u.backoff_until > now:
                     wake = min(wake, u.backoff_until - now)

@@ -127,6 +127,7 @@ class ElectrumSession:
             ),
             **kwargs,
         )
+        deadline = anyio.current_time() + config.connect_timeout
         try:
             with anyio.fail_after(config.connect_timeout):
                 transport, protocol = await client.create_connection()
@@ -137,7 +138,7 @@ class ElectrumSession:
         self._session = protocol.session
         try:
             self._check_pin(transport)
-            await self._negotiate()
+            await self._negotiate(max(0.001, deadline - anyio.current_time()))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.close()
@@ -153,13 +154,13 @@ class ElectrumSession:
         if not der or hashlib.sha256(der).hexdigest() != pinned:
             raise ConnectionLost(self.address.url, "certificate does not match the pin")
 
-    async def _negotiate(self) -> None:
+    async def _negotiate(self, time_limit: float) -> None:
         config = self.config
         try:
             result = await self.request(
                 "server.version",
                 [config.client_name, [config.protocol_min, config.protocol_max]],
-                time_limit=config.connect_timeout,
+                time_limit=time_limit,
             )
         except ServerError as exc:
             raise ConnectionLost(self.address.url, f"version negotiation failed: {exc}") from None

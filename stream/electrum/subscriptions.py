@@ -138,9 +138,12 @@ class _Subscription:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    def _close_stream(self) -> None:
+    def _close_stream(self, *, receiver: bool = False) -> None:
+        """End the iteration (after what is buffered); ``receiver`` also frees the buffer."""
         self.closed = True
         self._send.close()
+        if receiver:
+            self._receive.close()
 
 
 class HeaderSubscription(_Subscription):
@@ -162,7 +165,7 @@ class HeaderSubscription(_Subscription):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._subs.stop_headers(self)
-        self._close_stream()
+        self._close_stream(receiver=True)
 
 
 class ScripthashSubscription(_Subscription):
@@ -178,7 +181,7 @@ class ScripthashSubscription(_Subscription):
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close_stream()
+        self._close_stream(receiver=True)
         with anyio.CancelScope(shield=True):
             await self._subs.remove(self, list(self.scripthashes))
 
@@ -416,12 +419,12 @@ class Subscriptions:
 
     async def start_headers(self, sub: HeaderSubscription) -> None:
         self.pool._check_open()
-        self.headers.add(sub)
         await self.pool._ensure_servers(sub.count)
         self._fill_headers(sub)
         if not sub.servers:
-            self.headers.discard(sub)
             raise NoServerAvailable("no server available for header subscriptions")
+        # Registered only now, so the mover cannot top it up while it is being set up.
+        self.headers.add(sub)
 
     def _fill_headers(self, sub: HeaderSubscription) -> list[Upstream]:
         added = []
@@ -456,10 +459,12 @@ class Subscriptions:
             if len(hsub.servers) < hsub.count:
                 old = hsub.orphaned_from
                 for upstream in self._fill_headers(hsub):
-                    hsub._deliver(
-                        HeadersMoved(old, upstream.url, upstream.tip_height or 0,
-                                     upstream.tip_header)
-                    )
+                    height, header = upstream.tip_height or 0, upstream.tip_header
+                    if old:
+                        hsub._deliver(HeadersMoved(old, upstream.url, height, header))
+                        old = hsub.orphaned_from = ""
+                    else:  # a top-up (too few servers at the start): just its tip
+                        hsub._deliver(HeaderNotification(upstream.url, height, header))
         if not self.orphans:
             return
         batch = dict(self.orphans)

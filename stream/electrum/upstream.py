@@ -176,11 +176,14 @@ class Upstream:
                         await session.close()
 
     async def _connect(self) -> None:
+        # One connect_timeout bounds the whole set-up (TCP, TLS, version, first tip).
+        deadline = anyio.current_time() + self._config.connect_timeout
         session = await ElectrumSession.open(self.address, self._config, self._notified)
         try:
             # Every connection follows the tip: it tells the pool which servers lag, and
             # feeds header subscriptions.
-            header = await session.request(HEADERS_METHOD, [], time_limit=self._timeout)
+            left = max(0.001, deadline - anyio.current_time())
+            header = await session.request(HEADERS_METHOD, [], time_limit=left)
             self._set_tip(header)
         except BaseException:
             with anyio.CancelScope(shield=True):
