@@ -52,6 +52,9 @@ def batch_rows(
     for offset, batch in enumerate(batches):
         seq = first_seq + offset
         brows.append((seq, batch.batch_id, batch.type, float(batch.ts), batch.count))
+        encoded = batch.data_json
+        if encoded is None:
+            encoded = tuple(dumps(dict(e.data)).decode() for e in batch.events)
         for idx, event in enumerate(batch.events):
             erows.append(
                 (
@@ -61,8 +64,8 @@ def batch_rows(
                     event.type,
                     event.key,
                     float(event.ts),
-                    value_sats(event),
-                    dumps(dict(event.data)).decode(),
+                    value_sats(event) if event.type == "tx.large" else None,
+                    encoded[idx],
                 )
             )
     return brows, erows

@@ -75,7 +75,7 @@ class BatcherConfig:
     retry_buffer: int = 1_000
     retry_interval: float = 1.0
     retry_max_interval: float = 30.0
-    group_max: int = 100
+    group_max: int = 500
     shutdown_timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -396,8 +396,10 @@ class BatchRunner:
         wall = time.time()
         counters = self._counters
         for window in closed:
+            # Encoding here, in the aggregator, overlaps with the store's work on the group
+            # before; the writer then only assembles rows.
             self._queue.append(
-                _Queued(NewBatch(window.type, window.events, wall), window.opened_at)
+                _Queued(NewBatch.encoded(window.type, window.events, wall), window.opened_at)
             )
             counters["batches_created"] += 1
             counters["events_batched"] += window.count

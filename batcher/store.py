@@ -48,16 +48,29 @@ class NewBatch:
     """A batch before it is stored: no ``seq`` or ``epoch`` yet.
 
     ``batch_id`` makes saving idempotent; ``ts`` is when the window closed (epoch seconds).
+    ``data_json`` optionally holds each event's ``data`` already encoded (orjson text), so
+    the runner can do that work while the store is busy with the previous group.
     """
 
     type: str
     events: tuple[Event, ...]
     ts: float
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    data_json: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.events:
             raise ValueError("a batch needs at least one event")
+        if self.data_json is not None and len(self.data_json) != len(self.events):
+            raise ValueError("data_json must hold one entry per event")
+
+    @classmethod
+    def encoded(cls, event_type: str, events: tuple[Event, ...], ts: float) -> NewBatch:
+        """A batch with ``data_json`` filled in."""
+        dumps = orjson.dumps
+        return cls(
+            event_type, events, ts, data_json=tuple(dumps(dict(e.data)).decode() for e in events)
+        )
 
     @property
     def count(self) -> int:

@@ -147,7 +147,9 @@ async def chainwire_flood(url: str, events: list[Event]) -> tuple[float, dict[st
         return elapsed, runner.stats()
 
 
-async def store_only(url: str, events: list[Event], group: int = 100) -> float:
+async def store_only(
+    url: str, events: list[Event], group: int = BatcherConfig().group_max
+) -> float:
     """(b') The store alone: pre-made 10-event batches saved ``group`` at a time."""
     batches = [
         NewBatch("address", tuple(events[i : i + 10]), time.time())
@@ -217,7 +219,7 @@ async def main(argv: list[str] | None = None) -> None:
     rows = [
         ("(a) executemany, one transaction per 10 events", "a"),
         ("(b) Chainwire runner + store, flood", "b"),
-        ("    store alone, 100 batches per commit", "b_store"),
+        (f"    store alone, {BatcherConfig().group_max} batches per commit", "b_store"),
         ("(c) COPY, 1000-row batches (raw limit)", "c"),
     ]
     print(f"{'scenario':<50}{'best ev/s':>12}   rounds")
