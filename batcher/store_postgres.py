@@ -8,6 +8,7 @@ transaction, so its row lock orders writers: seqs are gapless and increase in co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -111,6 +112,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A pooled connection whose server went away while it sat idle can be handed out
+    # before its socket reports closed; its next query fails with this.
+    asyncpg.InternalClientError,
 )
 
 
@@ -287,14 +291,21 @@ class PostgresStore:
                 except BaseException:
                     # A failed or cancelled operation (a COPY cut halfway) can leave the
                     # protocol mid-message: never hand this connection out again.
-                    conn.terminate()
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        # (The pool already dropped it if the server closed it.)
+                        conn.terminate()
                     raise
         except _TRANSIENT as exc:
             raise StoreUnavailable(f"database at {self._url}: {_describe(exc)}") from exc
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with self._connection() as conn:
-            return await conn.fetch(query, *args)
+        # Reads are idempotent: after a dead pooled connection, try once more on a new one.
+        try:
+            async with self._connection() as conn:
+                return await conn.fetch(query, *args)
+        except StoreUnavailable:
+            async with self._connection() as conn:
+                return await conn.fetch(query, *args)
 
     async def _execute(self, query: str, *args: Any) -> str:
         async with self._connection() as conn:
