@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from types import TracebackType
+from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
@@ -31,11 +32,13 @@ class DelayProxy:
         self.port = 0
         self.connections = 0
         self._tg: TaskGroup | None = None
+        self._listener: Any = None
         self._conn_scopes: set[anyio.CancelScope] = set()
 
     async def __aenter__(self) -> DelayProxy:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
         self.port = listener.extra(SocketAttribute.local_port)
+        self._listener = listener
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(listener.serve, self._handle)
@@ -46,7 +49,10 @@ class DelayProxy:
     ) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(et, e, tb)
+        try:
+            await self._tg.__aexit__(et, e, tb)
+        finally:
+            await self._listener.aclose()  # serve() does not close it
 
     def url(self, scheme: str = "tcp") -> str:
         return f"{scheme}://127.0.0.1:{self.port}"

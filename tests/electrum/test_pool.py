@@ -325,3 +325,16 @@ async def test_subscriptions_notify_and_move_when_their_server_goes(
                 after = await subs.__anext__()
             assert isinstance(after, StatusNotification)
             assert after.server == moved.new_server and after.status != confirmed.status
+
+
+async def test_works_with_electrumx_stock_one_second_padding_hold(
+    known_txids: list[str], start_electrumx: Callable[..., ElectrumXServer],
+) -> None:
+    stock = start_electrumx(pad_wait=None)  # small messages may be held for up to 1 s
+    async with ServerPool([stock.tcp_url], network="regtest", request_timeout=5.0) as pool:
+        for _ in range(3):
+            assert await pool.request("server.ping") is None
+        raw = await pool.get_transactions_batch(known_txids[:120])
+        assert raw == [await anyio.to_thread.run_sync(stock.request, GET, t)
+                       for t in known_txids[:120]]
+        assert pool.stats()["servers"][0]["failures"] == 0
