@@ -198,6 +198,10 @@ class BatchRunner:
         self._latency_max = 0.0
         self._latency_sum = 0.0
         self._latency_count = 0
+        self._store_latency_last = 0.0
+        self._store_latency_max = 0.0
+        self._store_latency_sum = 0.0
+        self._store_latency_count = 0
 
     @property
     def state(self) -> RunnerState:
@@ -443,6 +447,12 @@ class BatchRunner:
                 continue
             await self._write_front(shutting_down=False)
 
+    def _record_store_latency(self, seconds: float) -> None:
+        self._store_latency_last = seconds
+        self._store_latency_max = max(self._store_latency_max, seconds)
+        self._store_latency_sum += seconds
+        self._store_latency_count += 1
+
     async def _write_front(self, *, shutting_down: bool) -> None:
         """Save (and then publish) the batches at the front of the queue; returns once they
         are stored. Retries as the module docstring says."""
@@ -452,7 +462,9 @@ class BatchRunner:
         pause = config.retry_interval
         while True:
             try:
+                started = anyio.current_time()
                 stored = await self._store.save_batches([q.batch for q in group])
+                self._record_store_latency(anyio.current_time() - started)
                 break
             except Exception as exc:
                 failures += 1
@@ -530,7 +542,8 @@ class BatchRunner:
         (``events_batched - batches_created``); ``flushes_*`` count windows closed by size,
         time or shutdown; ``store_retries`` / ``store_errors`` / ``store_failures`` count
         retried saves, failed save attempts, and groups that exhausted their quick retries.
-        ``window_latency_seconds_*`` measure a window's first event to its batch published.
+        ``window_latency_seconds_*`` measure a window's first event to its batch published;
+        ``store_latency_seconds_*`` the time one group of batches took to save.
         """
         counters = self._counters
         receive = self._receive
@@ -546,6 +559,12 @@ class BatchRunner:
             "retry_buffer_capacity": self._config.retry_buffer,
             "store_degraded": int(self._degraded),
             "producers_slowed": int(self._buffer_full),
+            "store_latency_seconds_last": self._store_latency_last,
+            "store_latency_seconds_max": self._store_latency_max,
+            "store_latency_seconds_avg": (
+                self._store_latency_sum / self._store_latency_count
+                if self._store_latency_count else 0.0
+            ),
             "window_latency_seconds_last": self._latency_last,
             "window_latency_seconds_max": self._latency_max,
             "window_latency_seconds_sum": self._latency_sum,

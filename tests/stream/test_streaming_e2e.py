@@ -255,3 +255,28 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
         async with open_store(pg_url_for(name)) as store:
             [stored] = await store.batches_after(0, 10)
         assert stored.type == "address" and stored.events[0].data["txid"] == f"{42:064x}"
+
+
+@pytest.mark.anyio
+async def test_metrics_expose_clients_batches_latencies_and_servers(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with live_server(electrumx_servers) as live:
+        async with connect(live.ws) as bot, httpx.AsyncClient(base_url=live.http) as http:
+            await ws_subscribe(bot)
+            await live.emit(address_event(1), address_event(2), address_event(3))
+            await ws_batches(bot, 1)
+            assert (await http.get("/healthz")).status_code == 200  # opens a pool connection
+            text = (await http.get("/metrics")).text
+    lines = {line.split(" ")[0]: float(line.split(" ")[1])
+             for line in text.splitlines() if line and not line.startswith("#")}
+    assert lines['chainwire_clients{transport="ws"}'] == 1
+    assert lines['chainwire_deliveries_total{transport="ws"}'] == 1
+    assert lines['chainwire_batch_events_count{type="address"}'] == 1
+    assert lines['chainwire_batch_events_sum{type="address"}'] == 3
+    assert lines["chainwire_batcher_events_saved_total"] == 2  # 3 events, 1 message
+    assert lines["chainwire_window_latency_seconds_max"] > 0
+    assert lines["chainwire_store_latency_seconds_max"] > 0
+    connected = [k for k in lines if k.startswith("chainwire_pool_server_state")
+                 and 'state="connected"' in k]
+    assert connected, "the pool's servers and their state are exported"
