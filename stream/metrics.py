@@ -8,6 +8,7 @@ registry, so several apps (tests) never collide.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -90,17 +91,12 @@ def _batcher_metrics(batcher: dict[str, Any]) -> Iterator[Metric]:
         if name in batcher:
             yield GaugeMetricFamily(f"chainwire_batcher_{name}", name.replace("_", " "),
                                     value=batcher[name])
-    for suffix in ("last", "max", "avg"):
-        key = f"window_latency_seconds_{suffix}"
+    latencies = (("window", "Window first event to batch published"),
+                 ("store", "Time to save a group of batches"))
+    for (what, description), suffix in itertools.product(latencies, ("last", "max", "avg")):
+        key = f"{what}_latency_seconds_{suffix}"
         if key in batcher:
-            yield GaugeMetricFamily(f"chainwire_window_latency_seconds_{suffix}",
-                                    f"Window first event to batch published ({suffix})",
-                                    value=batcher[key])
-    for suffix in ("last", "max", "avg"):
-        key = f"store_latency_seconds_{suffix}"
-        if key in batcher:
-            yield GaugeMetricFamily(f"chainwire_store_latency_seconds_{suffix}",
-                                    f"Time to save a group of batches ({suffix})",
+            yield GaugeMetricFamily(f"chainwire_{key}", f"{description} ({suffix})",
                                     value=batcher[key])
 
 
