@@ -13,8 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import asyncpg
@@ -22,6 +21,7 @@ import asyncpg
 from batcher._rows import batch_rows, batches_from_rows, event_from_row
 from batcher.events import Batch, Event
 from batcher.store import NewBatch, StoreError, StoreUnavailable, redact_url
+from batcher.store_base import StoreBase, check_limit
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -118,7 +118,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStore:
+class PostgresStore(StoreBase):
     """The ``BatchStore`` on PostgreSQL.
 
     ``pool_size`` bounds connections; ``copy_threshold`` is the number of event rows in one
@@ -171,25 +171,9 @@ class PostgresStore:
     def url(self) -> str:
         return self._url
 
-    @property
-    def epoch(self) -> str:
-        if self._epoch is None:
-            raise RuntimeError("the store is not open")
-        return self._epoch
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Connect and migrate; while the database is unreachable, log one line per attempt
@@ -370,7 +354,7 @@ class PostgresStore:
         return out
 
     async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
-        _check_limit(limit)
+        check_limit(limit)
         rows = await self._fetch(_REPLAY, seq, limit)
         return batches_from_rows(rows, self.epoch)
 
@@ -384,7 +368,7 @@ class PostgresStore:
         return None if value is None else int(value)
 
     async def _latest(self, where: str, args: Sequence[Any], limit: int) -> list[Event]:
-        _check_limit(limit)
+        check_limit(limit)
         rows = await self._fetch(
             f"SELECT type, id, key, ts, data FROM chainwire_events WHERE {where} "
             f"ORDER BY seq DESC, idx DESC LIMIT ${len(args) + 1}",
@@ -483,9 +467,6 @@ class PostgresStore:
         )
 
 
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
 
 
 def _describe(exc: BaseException) -> str:

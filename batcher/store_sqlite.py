@@ -12,8 +12,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -21,6 +20,7 @@ import anyio.to_thread
 from batcher._rows import batch_rows, batches_from_rows, event_from_row
 from batcher.events import Batch, Event
 from batcher.store import NewBatch, StoreError, StoreUnavailable
+from batcher.store_base import StoreBase, check_limit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -88,7 +88,7 @@ ORDER BY b.seq, e.idx
 """
 
 
-class SQLiteStore:
+class SQLiteStore(StoreBase):
     """The ``BatchStore`` on an SQLite file (``path`` relative to the working directory,
     or absolute). ``busy_timeout`` is how long a write waits for another process's lock."""
 
@@ -114,23 +114,7 @@ class SQLiteStore:
     def url(self) -> str:
         return f"sqlite:///{self._path}"
 
-    @property
-    def epoch(self) -> str:
-        if self._epoch is None:
-            raise RuntimeError("the store is not open")
-        return self._epoch
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Open (creating the file and schema if needed) and migrate."""
@@ -300,7 +284,7 @@ class SQLiteStore:
         return out
 
     async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
-        _check_limit(limit)
+        check_limit(limit)
         rows = await self._fetch(_REPLAY, (seq, limit))
         return batches_from_rows(rows, self.epoch)
 
@@ -314,7 +298,7 @@ class SQLiteStore:
         return None if value is None else int(value)
 
     async def _latest(self, where: str, args: Sequence[Any], limit: int) -> list[Event]:
-        _check_limit(limit)
+        check_limit(limit)
         rows = await self._fetch(
             f"SELECT type, id, key, ts, data FROM chainwire_events WHERE {where} "
             "ORDER BY seq DESC, idx DESC LIMIT ?",
@@ -423,6 +407,3 @@ class SQLiteStore:
         )
 
 
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
