@@ -214,7 +214,10 @@ class BatchStore(Protocol):
         ...
 
     async def reset(self) -> None:
-        """Delete every batch and start a new epoch (the watch list and tip are kept)."""
+        """Delete every batch and start a new epoch (the watch list and tip are kept).
+
+        Seqs keep counting up across epochs, so a client's old position can only be
+        behind the new history (a gap), never inside it."""
         ...
 
 

@@ -403,10 +403,9 @@ class PostgresStore(StoreBase):
         epoch = uuid.uuid4().hex
         async with self._connection() as conn, conn.transaction():
             await conn.execute("TRUNCATE chainwire_batches, chainwire_events")
-            await conn.execute("UPDATE chainwire_meta SET epoch = $1, last_seq = 0", epoch)
+            await conn.execute("UPDATE chainwire_meta SET epoch = $1", epoch)
         self._epoch = epoch
         self._uncertain.clear()
-        self._confirmed_seq = 0
 
     # -- producers' state ------------------------------------------------------------------
 

@@ -333,12 +333,11 @@ class SQLiteStore(StoreBase):
         def body(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM chainwire_events")
             conn.execute("DELETE FROM chainwire_batches")
-            conn.execute("UPDATE chainwire_meta SET epoch = ?, last_seq = 0", (epoch,))
+            conn.execute("UPDATE chainwire_meta SET epoch = ?", (epoch,))
 
         await self._run(self._transaction(body))
         self._epoch = epoch
         self._uncertain.clear()
-        self._confirmed_seq = 0
 
     # -- producers' state ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ __all__ = ["api_routes"]
 
 MAX_LIMIT = 1000
 MAX_WATCH_PER_REQUEST = 10_000
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def _services(request: Request) -> Services:
@@ -46,8 +47,13 @@ def _events(events: list[Event]) -> list[dict[str, Any]]:
 
 async def watch_add(request: Request) -> Response:
     services = _services(request)
+    body_bytes = b""
+    async for chunk in request.stream():
+        body_bytes += chunk
+        if len(body_bytes) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(body_bytes)
     except orjson.JSONDecodeError:
         raise ApiError(400, "bad_json", "request body is not valid JSON") from None
     addresses = body.get("addresses") if isinstance(body, dict) else None

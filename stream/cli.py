@@ -102,8 +102,13 @@ def serve(settings: Settings) -> int:
                 await end_streams(app)
             await super().shutdown(sockets)
 
+    from sse_starlette.sse import AppStatus
+
     from stream.app import create_app, end_streams
 
+    # We end SSE streams ourselves (with a retry hint) before uvicorn's shutdown; without
+    # this, sse-starlette's own watcher races us and may cut them first.
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     app = create_app(settings)
 
     config = uvicorn.Config(

@@ -156,20 +156,34 @@ class Hub:
             self._drained.set()
 
     def publish(self, batch: Batch) -> None:
-        """Offer ``batch`` to every subscriber; never waits (``BatchSink`` protocol)."""
-        if self.state is HubState.CLOSED:
-            raise RuntimeError("cannot publish on a closed hub")
+        """Offer ``batch`` to every subscriber; never waits and never raises into the
+        batcher (``BatchSink``). After ``close()`` it only records the seq: shutdown ends
+        the streams first, then the batcher drains into the store, and clients get those
+        batches by replay when they come back."""
         self.last_seq = max(self.last_seq, batch.seq)
+        if self.state is HubState.CLOSED:
+            return
         self.batches_published += 1
         encoded: dict[ClientFilter, Message | None] = {}
+        failed: set[ClientFilter] = set()
         for subscriber in list(self._subscribers):
             if subscriber.cut:
                 continue
             key = subscriber.filter
-            if key not in encoded:
-                filtered = key.apply(batch)
-                encoded[key] = None if filtered is None else Message.encode(filtered)
-                self.encodes += filtered is not None
+            if key not in encoded and key not in failed:
+                try:
+                    filtered = key.apply(batch)
+                    encoded[key] = None if filtered is None else Message.encode(filtered)
+                except Exception:
+                    # One bad event must not starve every later client of this batch:
+                    # cut the clients of this filter; they resume and see it by replay.
+                    logger.exception("filtering batch %d failed; cutting its clients", batch.seq)
+                    failed.add(key)
+                else:
+                    self.encodes += encoded[key] is not None
+            if key in failed:
+                subscriber._end(DisconnectReason.SLOW_CLIENT)
+                continue
             message = encoded[key]
             if message is None:
                 continue

@@ -6,7 +6,9 @@ from starlette.requests import Request
 
 from stream.http_errors import ApiError
 
-__all__ = ["int_param"]
+__all__ = ["MAX_INT", "int_param"]
+
+MAX_INT = 2**63 - 1
 
 
 def int_param(request: Request, name: str, default: int) -> int:
@@ -14,10 +16,9 @@ def int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer, got {raw!r}")
-    return value
+    # Plain ASCII digits only (int() would take "+5", "1_0" and other scripts' digits),
+    # and within what the databases store (int64).
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_INT:
+        raise ApiError(400, "bad_request",
+                       f"{name} must be an integer from 0 to {MAX_INT}, got {raw[:40]!r}")
+    return int(raw)

@@ -16,7 +16,7 @@ from typing import Protocol
 from batcher.events import Batch
 from stream.hub import Message, Subscriber
 
-__all__ = ["Gap", "ReplaySource", "replay_then_live"]
+__all__ = ["Cursor", "Gap", "ReplaySource", "replay_then_live"]
 
 
 class ReplaySource(Protocol):
@@ -45,6 +45,15 @@ class Gap:
         return {"from": self.first, "to": self.last, "reason": self.reason}
 
 
+@dataclass(slots=True)
+class Cursor:
+    """The client's resume point: every batch up to ``seq`` was delivered to it, or did not
+    match its filter. Transports advance it after each send and report it when they cut a
+    client, so resuming from it neither loses nor repeats a batch."""
+
+    seq: int
+
+
 async def plan_resume(source: ReplaySource, after: int, epoch: str | None = None
                       ) -> tuple[Gap | None, int]:
     """Where replay really starts for a client that last saw ``after``, and the gap first."""
@@ -53,7 +62,7 @@ async def plan_resume(source: ReplaySource, after: int, epoch: str | None = None
     if (epoch is not None and epoch != source.epoch) or after > last:
         # A position from another epoch means nothing here: start over with what we have.
         start = (oldest - 1) if oldest is not None else last
-        return Gap(1, start, "epoch") if start >= 1 else Gap(1, 0, "epoch"), start
+        return (Gap(1, start, "epoch") if start >= 1 else None), start
     if oldest is not None and after < oldest - 1:
         return Gap(after + 1, oldest - 1, "retention"), oldest - 1
     if oldest is None and after < last:
@@ -65,29 +74,36 @@ async def replay_then_live(
     source: ReplaySource,
     subscriber: Subscriber,
     after: int | None,
+    cursor: Cursor,
     *,
     epoch: str | None = None,
     page_size: int = 500,
 ) -> AsyncIterator[Message | Gap]:
     """Everything ``subscriber`` should get after seq ``after`` (``None``: live only).
 
-    ``subscriber`` must already be subscribed to the hub. Yields a ``Gap`` first when
-    part of the history is gone, then replayed messages in seq order, then live ones.
+    ``subscriber`` must already be subscribed to the hub, and ``cursor.seq`` set to where a
+    live-only client starts (the hub's last published seq). Yields a ``Gap`` first when
+    part of the history is gone (also if pruning races the replay), then replayed
+    messages in seq order, then live ones. ``cursor`` advances past batches the filter
+    drops; the caller advances it past what it sent.
     """
-    cursor = -1
     if after is not None:
-        gap, cursor = await plan_resume(source, after, epoch)
+        gap, start = await plan_resume(source, after, epoch)
+        cursor.seq = start
         if gap is not None:
             yield gap
         while True:
-            page = await source.batches_after(cursor, page_size)
+            page = await source.batches_after(cursor.seq, page_size)
             for batch in page:
-                cursor = batch.seq  # advance past filtered-out batches too
+                if batch.seq > cursor.seq + 1:  # pruned while we were replaying
+                    yield Gap(cursor.seq + 1, batch.seq - 1, "retention")
                 filtered = subscriber.filter.apply(batch)
                 if filtered is not None:
                     yield Message.encode(filtered)
+                cursor.seq = batch.seq
             if len(page) < page_size:
                 break
+    replayed_to = cursor.seq
     async for message in subscriber:
-        if message.seq > cursor:
+        if message.seq > replayed_to:
             yield message

@@ -44,6 +44,7 @@ class Limits:
     ws_max_message_bytes: int = 64 * 1024
     max_connections_per_ip: int = 100
     ws_max_errors: int = 50
+    ws_send_timeout: float = 30.0
     sse_ping_seconds: float = 15.0
     sse_retry_ms: int = 2000
 
@@ -60,6 +61,7 @@ class Services:
     metrics_registry: CollectorRegistry
     limits: Limits = field(default_factory=Limits)
     connections_by_ip: dict[str, int] = field(default_factory=dict)
+    shutting_down: anyio.Event = field(default_factory=anyio.Event)
 
     def canonical_address(self, address: str) -> str:
         return canonical_address(address, self.settings.network)
@@ -70,6 +72,7 @@ class Services:
 
     def begin_shutdown(self) -> None:
         """Tell every stream to end (first step of the shutdown order)."""
+        self.shutting_down.set()
         self.hub.close()
 
     def stats(self) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from starlette.responses import Response
 
 from stream.filters import ClientFilter, FilterError
 from stream.http_errors import ApiError
-from stream.hub import DisconnectReason
-from stream.params import int_param
-from stream.resume import Gap, replay_then_live
+from stream.hub import DisconnectReason, HubState
+from stream.params import MAX_INT, int_param
+from stream.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 
 __all__ = ["events_endpoint", "filter_from_query"]
@@ -53,45 +53,55 @@ def _resume_point(request: Request) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if raw is None or raw.strip() == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_INT:
         raise ApiError(
-            400, "bad_request", f"Last-Event-ID must be a batch seq (an integer), got {raw!r}"
+            400, "bad_request", f"Last-Event-ID must be a batch seq (an integer), got {raw[:40]!r}"
         )
-    return value
+    return int(raw)
 
 
 async def events_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services
     client_filter = filter_from_query(request, services)
     after = _resume_point(request)
+    if services.hub.state is HubState.CLOSED:
+        raise ApiError(503, "unavailable", "server is shutting down; retry shortly")
+    if request.method == "HEAD":
+        return Response(media_type="text/event-stream")
     if client_filter.addresses:
         await services.watch(client_filter.addresses)
-    try:
-        subscriber = services.hub.subscribe("sse", client_filter)
-    except RuntimeError:
-        raise ApiError(503, "unavailable", "server is shutting down; retry shortly") from None
     retry_ms = services.limits.sse_retry_ms
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
+        # Subscribed here, inside the body, so a client that never reads the body (HEAD,
+        # an early disconnect) leaves nothing behind; still before the store is read.
         try:
-            yield ServerSentEvent(comment="chainwire", retry=retry_ms)
-            async for item in replay_then_live(services.store, subscriber, after):
+            subscriber = services.hub.subscribe("sse", client_filter)
+        except RuntimeError:
+            return  # shutting down: the retry hint below was never sent, EventSource retries
+        cursor = Cursor(services.hub.last_seq)
+        try:
+            # An id-only message: EventSource records it as Last-Event-ID without firing
+            # an event, so even a client whose filter has matched nothing yet resumes
+            # from the right place.
+            yield ServerSentEvent(id=str(after if after is not None else cursor.seq),
+                                  comment="chainwire", retry=retry_ms)
+            async for item in replay_then_live(services.store, subscriber, after, cursor):
                 if isinstance(item, Gap):
                     yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
                 else:
                     yield ServerSentEvent(
                         data=item.payload.decode(), event=item.type, id=str(item.seq)
                     )
+                    cursor.seq = item.seq
             # The hub ended this stream: slow client or shutdown. EventSource comes back
             # after `retry` ms with Last-Event-ID and replay fills in what it missed.
             if subscriber.reason is DisconnectReason.SLOW_CLIENT:
-                logger.info("SSE client %s fell behind; ended its stream to resume",
-                            request.client.host if request.client else "?")
-            yield ServerSentEvent(comment=f"end: {_reason(subscriber.reason)}", retry=retry_ms)
+                logger.info("SSE client %s fell behind at seq %d; ended its stream to resume",
+                            request.client.host if request.client else "?", cursor.seq)
+            yield ServerSentEvent(id=str(cursor.seq), comment=f"end: {_reason(subscriber.reason)}",
+                                  retry=retry_ms)
         finally:
             subscriber.close()
 

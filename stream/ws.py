@@ -14,18 +14,20 @@ answer ``{"op":"error",...}`` and keep the connection. Close codes:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from batcher.store import StoreError
 from stream import __version__
 from stream.filters import ClientFilter
 from stream.http_errors import error_response
 from stream.hub import DisconnectReason, Subscriber
-from stream.resume import Gap, replay_then_live
+from stream.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.ws_protocol import Ping, ProtocolError, Subscribe, parse_client_message
 
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SLOW_CLIENT = 4008
 
 
@@ -44,16 +47,20 @@ class _Interest:
     """What the connection asked for so far (subscribe adds, unsubscribe removes)."""
 
     types: set[str] | None = None  # None: every type
-    addresses: set[str] = field(default_factory=set)
+    # None: address events of every address. Once a client names addresses it is narrowed
+    # to them for good: unsubscribing the last one means "none", never "all".
+    addresses: set[str] | None = None
     min_sats: int = 0
 
     def to_filter(self) -> ClientFilter:
         types = frozenset(self.types) if self.types is not None else None
-        return ClientFilter(types, frozenset(self.addresses) or None, self.min_sats)
+        addresses = frozenset(self.addresses) if self.addresses is not None else None
+        return ClientFilter(types, addresses, self.min_sats)
 
     def describe(self) -> dict[str, Any]:
         return {"types": sorted(self.types) if self.types is not None else None,
-                "addresses": sorted(self.addresses), "min_sats": self.min_sats}
+                "addresses": sorted(self.addresses) if self.addresses is not None else None,
+                "min_sats": self.min_sats}
 
 
 class _Connection:
@@ -65,14 +72,18 @@ class _Connection:
         self.send_lock = anyio.Lock()
         self.subscriber: Subscriber | None = None
         self.feed_scope: anyio.CancelScope | None = None
-        self.last_sent = 0
+        self.cursor = Cursor(services.hub.last_seq)
         self.errors = 0
         self.closed = False
+        self.task_group: anyio.abc.TaskGroup | None = None
 
     async def send(self, message: dict[str, Any] | bytes) -> None:
         data = message if isinstance(message, bytes) else orjson.dumps(message)
         async with self.send_lock:
-            await self.ws.send_text(data.decode())
+            # A peer that stops reading would block this send forever (and hold its
+            # subscriber, connection and per-IP slot): give up after a while.
+            with anyio.fail_after(self.limits.ws_send_timeout):
+                await self.ws.send_text(data.decode())
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:
@@ -93,8 +104,16 @@ class _Connection:
         })
         async with anyio.create_task_group() as tg:
             self.task_group = tg
+            tg.start_soon(self.close_on_shutdown)
             await self.read_loop()
             tg.cancel_scope.cancel()
+
+    async def close_on_shutdown(self) -> None:
+        """Every connection says goodbye with 1001, subscribed or not."""
+        await self.services.shutting_down.wait()
+        await self.close(CLOSE_GOING_AWAY, "server shutting down")
+        if self.task_group is not None:
+            self.task_group.cancel_scope.cancel()
 
     async def read_loop(self) -> None:
         while not self.closed:
@@ -114,6 +133,10 @@ class _Connection:
                 return
             try:
                 await self.handle(raw)
+            except StoreError:
+                logger.warning("store unavailable while handling a WS message")
+                await self.send(ProtocolError(
+                    "unavailable", "the store is unavailable; try again shortly").to_message())
             except ProtocolError as exc:
                 self.errors += 1
                 await self.send(exc.to_message())
@@ -128,8 +151,10 @@ class _Connection:
             return
         interest = self.interest
         if isinstance(command, Subscribe):
-            new_addresses = interest.addresses | set(command.addresses)
-            if len(new_addresses) > self.limits.ws_max_addresses:
+            new_addresses = interest.addresses
+            if command.addresses:
+                new_addresses = (interest.addresses or set()) | set(command.addresses)
+            if len(new_addresses or ()) > self.limits.ws_max_addresses:
                 raise ProtocolError(
                     "limit_exceeded",
                     f"at most {self.limits.ws_max_addresses} addresses per connection",
@@ -155,7 +180,8 @@ class _Connection:
                 from batcher.events import EVENT_TYPES
 
                 interest.types = set(EVENT_TYPES) - command.types
-            interest.addresses -= set(command.addresses)
+            if interest.addresses is not None:
+                interest.addresses -= set(command.addresses)
             await self.send({"op": "subscribed", **interest.describe()})
             if self.subscriber is not None:
                 self.subscriber.set_filter(interest.to_filter())
@@ -171,30 +197,39 @@ class _Connection:
             await self.close(CLOSE_GOING_AWAY, "server shutting down")
             return
         self.subscriber = subscriber
+        self.cursor = Cursor(self.services.hub.last_seq)
         scope = anyio.CancelScope()
         self.feed_scope = scope
+        assert self.task_group is not None
         self.task_group.start_soon(self.feed, subscriber, after, epoch, scope)
 
     async def feed(self, subscriber: Subscriber, after: int | None, epoch: str | None,
                    scope: anyio.CancelScope) -> None:
+        cursor = self.cursor
         with scope:
             try:
                 async for item in replay_then_live(self.services.store, subscriber, after,
-                                                   epoch=epoch):
+                                                   cursor, epoch=epoch):
                     if isinstance(item, Gap):
                         await self.send({"op": "gap", **item.to_dict()})
                     else:
                         await self.send(item.ws_payload)
-                        self.last_sent = item.seq
-            except (WebSocketDisconnect, RuntimeError):
-                self.closed = True
+                        cursor.seq = item.seq
+            except (WebSocketDisconnect, RuntimeError, TimeoutError):
+                self.closed = True  # gone, or not reading at all: let it go
+                return
+            except StoreError:
+                logger.warning("store unavailable during replay; closing at seq %d", cursor.seq)
+                await self.close(CLOSE_INTERNAL_ERROR,
+                                 f"store unavailable; resume_from={cursor.seq}")
                 return
             finally:
                 subscriber.close()
             if subscriber.reason is DisconnectReason.SLOW_CLIENT:
-                await self.close(CLOSE_SLOW_CLIENT, f"slow client; resume_from={self.last_sent}")
+                await self.close(CLOSE_SLOW_CLIENT, f"slow client; resume_from={cursor.seq}")
             elif subscriber.reason is DisconnectReason.SHUTDOWN:
                 await self.close(CLOSE_GOING_AWAY, "server shutting down")
+            assert self.task_group is not None
             self.task_group.cancel_scope.cancel()  # ends the read loop too
 
 

@@ -147,10 +147,14 @@ async def test_a_slow_ws_client_is_cut_with_its_resume_point_and_loses_nothing(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
     async with live_server(electrumx_servers, Limits(client_buffer=4), window_events=1) as live:
-        total = 300
+        total, before = 300, 20
+        await live.emit(*(block_event(h) for h in range(before)))
+        while await live.services.store.last_seq() < before:
+            await anyio.sleep(0.02)
         async with connect(live.ws, max_queue=1) as slow:
-            await ws_subscribe(slow, types=["block"])
-            await live.emit(*(block_event(h) for h in range(total)))
+            # It resumes from `before`: its cut must never point behind that.
+            await ws_subscribe(slow, types=["block"], resume_from=before)
+            await live.emit(*(block_event(h) for h in range(before, total)))
             received: list[int] = []
             with anyio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
                 while True:
@@ -161,7 +165,8 @@ async def test_a_slow_ws_client_is_cut_with_its_resume_point_and_loses_nothing(
         reason = closed.value.rcvd.reason
         assert reason.startswith("slow client; resume_from=")
         resume_from = int(reason.rpartition("=")[2])
-        assert received == list(range(1, resume_from + 1))  # everything up to the point
+        assert resume_from >= before
+        assert received == list(range(before + 1, resume_from + 1))  # all up to the point
         async with connect(live.ws) as again:
             await ws_subscribe(again, types=["block"], resume_from=resume_from)
             rest = await ws_batches(again, total - resume_from)
@@ -198,6 +203,12 @@ async def test_bad_ws_input_gets_errors_and_the_connection_stays(
             assert bad.status_code == 400
             assert bad.json()["error"]["code"] == "bad_request"
             assert "min_sats" in bad.json()["error"]["message"]
+            for query in ({"after": "9" * 30}, {"after": "+5"}, {"limit": "1_0"}):
+                bad = await http.get("/api/v1/batches", params=query)
+                assert bad.status_code == 400, query
+            head = await http.head("/events")
+            assert head.status_code == 200
+            assert live.services.hub.stats()["clients"] == {}  # HEAD subscribes nobody
             bad = await http.post("/api/v1/watch", json={"addresses": [ADDRESS, "nope"]})
             assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]
             assert (await http.get("/api/v1/watch")).json() == {"addresses": []}
@@ -238,8 +249,10 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                 while not server.started:
                     await anyio.sleep(0.01)
             services: Services = app.state.services
-            async with connect(f"ws://127.0.0.1:{port}/ws") as bot:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as bot, \
+                    connect(f"ws://127.0.0.1:{port}/ws") as idle:
                 await ws_subscribe(bot)
+                assert orjson.loads(await idle.recv())["op"] == "hello"  # never subscribes
                 # A window of one minute: this event is still pending at shutdown.
                 await services.runner.submit(address_event(42))
                 await anyio.sleep(0.2)
@@ -248,6 +261,9 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                 server.should_exit = True
                 with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
                     await bot.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+                with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                    await idle.recv()
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         # The pending event was stored on the way out.
         from batcher.store import open_store
@@ -280,3 +296,18 @@ async def test_metrics_expose_clients_batches_latencies_and_servers(
     connected = [k for k in lines if k.startswith("chainwire_pool_server_state")
                  and 'state="connected"' in k]
     assert connected, "the pool's servers and their state are exported"
+
+
+@pytest.mark.anyio
+async def test_unsubscribing_the_last_address_means_none_not_all(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with live_server(electrumx_servers) as live, connect(live.ws) as bot:
+        await ws_subscribe(bot, types=["address", "block"], addresses=[ADDRESS])
+        await bot.send(orjson.dumps({"op": "unsubscribe", "addresses": [ADDRESS]}).decode())
+        assert orjson.loads(await bot.recv())["addresses"] == []
+        await live.emit(address_event(1, OTHER_ADDRESS), address_event(2, ADDRESS))
+        await anyio.sleep(0.7)  # both address windows close before the block's
+        await live.emit(block_event(1))
+        [first] = await ws_batches(bot, 1)
+        assert first["type"] == "block"
