@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from batcher._rows import batch_rows, batches_from_rows, event_from_row
-from batcher.events import Batch, Event
+from batcher._rows import batch_rows, batches_from_rows
+from batcher.events import Batch
 from batcher.store import NewBatch, StoreError, StoreUnavailable
 from batcher.store_base import StoreBase, check_limit
 
@@ -227,6 +227,12 @@ class SQLiteStore(StoreBase):
 
     # -- batches ---------------------------------------------------------------------------
 
+    async def _rows(self, query: str, args: Sequence[Any]) -> Sequence[Any]:
+        return await self._fetch(query, args)
+
+    def _placeholder(self, position: int) -> str:
+        return "?"
+
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
 
@@ -272,48 +278,12 @@ class SQLiteStore(StoreBase):
             return existing, first
 
         existing, first = await self._run(self._transaction(body))
-        self._uncertain.difference_update(ids)
-        out: list[Batch] = []
-        for batch in batches:
-            seq = existing.get(batch.batch_id)
-            if seq is None:
-                seq = first
-                first += 1
-            out.append(batch.sequenced(seq, epoch))
-        self._confirmed_seq = max(self._confirmed_seq, out[-1].seq)
-        return out
+        return self._confirm(batches, ids, existing, first, epoch)
 
     async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
         check_limit(limit)
         rows = await self._fetch(_REPLAY, (seq, limit))
         return batches_from_rows(rows, self.epoch)
-
-    async def last_seq(self) -> int:
-        rows = await self._fetch("SELECT last_seq FROM chainwire_meta")
-        return int(rows[0][0])
-
-    async def oldest_seq(self) -> int | None:
-        rows = await self._fetch("SELECT min(seq) FROM chainwire_batches")
-        value = rows[0][0]
-        return None if value is None else int(value)
-
-    async def _latest(self, where: str, args: Sequence[Any], limit: int) -> list[Event]:
-        check_limit(limit)
-        rows = await self._fetch(
-            f"SELECT type, id, key, ts, data FROM chainwire_events WHERE {where} "
-            "ORDER BY seq DESC, idx DESC LIMIT ?",
-            (*args, limit),
-        )
-        return [event_from_row(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-    async def recent_blocks(self, limit: int = 10) -> list[Event]:
-        return await self._latest("type = 'block'", (), limit)
-
-    async def large_transactions(self, min_sats: int = 0, limit: int = 50) -> list[Event]:
-        return await self._latest("type = 'tx.large' AND value_sats >= ?", (min_sats,), limit)
-
-    async def address_events(self, address: str, limit: int = 50) -> list[Event]:
-        return await self._latest("type = 'address' AND key = ?", (address,), limit)
 
     async def prune(self, older_than: float) -> int:
         def body(conn: sqlite3.Connection) -> int:
