@@ -13,6 +13,8 @@ Public API::
         async with pool.subscribe_scripthashes() as subs:
             statuses = await subs.add_addresses(addresses)
             async for note in subs: ...   # StatusNotification | Moved | Overflowed
+        header = await pool.request_on(url, "blockchain.block.header", height)  # one server
+        pool.ban(url, "sent an invalid header")   # out of the pool for an hour
         pool.stats()
 
 See ``pool.py`` for behaviour, ``subscriptions.py`` for the notification contract.

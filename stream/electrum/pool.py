@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 from .batching import chunk, dedupe, expand, spread
 from .config import PoolConfig
 from .errors import (
+    ConnectionLost,
     ElectrumError,
     NoServerAvailable,
     RetryableError,
@@ -64,6 +65,18 @@ class ServerPool:
     A request failing because of its server (connection lost, timeout, throttling) is
     retried at once on up to ``max_retries`` other servers, and that server is backed off;
     a ``ServerError`` (the server's answer about the request itself) is not retried.
+
+    ``request_on(url, ...)`` asks one named server (e.g. for the headers a server claims to
+    have). ``ban(url, reason)`` stops trusting a server that lied (the block producer bans
+    one that sent invalid headers): its connection is closed, its subscriptions move to
+    other servers (a configured server not yet open replaces it), and it is neither selected
+    nor reconnected until the ban ends.
+
+    ``stats()["servers"][i]["state"]`` is one of: ``idle`` (configured, never opened),
+    ``connecting``, ``connected``, ``backoff`` (failing or throttling: kept away from for
+    ``backoff_s``), ``lagging`` (connected, but its tip is more than ``max_lag_blocks``
+    behind the majority, so it carries no subscriptions), ``banned`` (for ``banned_s``
+    more seconds, with ``ban_reason``) and ``closed`` (the pool is closed).
     """
 
     def __init__(self, servers: Sequence[str] | str, *, network: str = "mainnet", **limits: Any):
@@ -249,6 +262,49 @@ class ServerPool:
                 upstream, attempts = None, attempts + 1
             pending = retry
 
+    async def request_on(self, url: str, method: str, *params: Any) -> Any:
+        """Send one request to the server ``url`` (as configured), with no retry elsewhere:
+        for answers only that server can give (the ancestors of a tip it reported).
+
+        ``ValueError`` for a url that is not configured; ``ConnectionLost`` when that server
+        is not connected (or is banned or backed off); otherwise as ``request``."""
+        self._check_open()
+        upstream = self._upstream(url)
+        if not upstream.usable(anyio.current_time()):
+            raise ConnectionLost(upstream.url, "not connected, backed off or banned")
+        self._request_count += 1
+        return await upstream.request(method, params)
+
+    def ban(self, url: str, reason: str, seconds: float = 3600.0) -> None:
+        """Stop using the server ``url`` for ``seconds``: close its connection, move its
+        header and scripthash subscriptions to other servers (opening a configured one not
+        yet open, if any, in its place), and neither select nor reconnect it until the ban
+        ends. ``ValueError`` for a url that is not configured."""
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        upstream = self._upstream(url)
+        now = anyio.current_time()
+        upstream.ban(reason, now + seconds)
+        logger.warning("banning %s for %.0fs: %s", upstream.url, seconds, reason)
+        # Orphan now, not when the connection has gone, so nothing more it says is routed.
+        self._subs.on_lost(upstream)
+        if upstream.session is not None and self._tg is not None:
+            self._tg.start_soon(upstream.close_session)
+        if (
+            self._state is PoolState.OPEN and upstream in self._active
+            and len(self._active) < self.config.max_size
+        ):
+            # It is gone for long: open a replacement for its subscriptions and requests.
+            self._activate_next()
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _upstream(self, url: str) -> Upstream:
+        for upstream in self._upstreams:
+            if upstream.url == url:
+                return upstream
+        raise ValueError(f"{url!r} is not a configured server")
+
     # -- typed helpers -------------------------------------------------------------------
     async def get_transactions_batch(self, txids: Iterable[str]) -> list[str | ServerError]:
         """Raw transactions (hex) in input order. ``ValueError`` names an invalid txid
@@ -314,7 +370,9 @@ class ServerPool:
                 "moving": len(self._subs.orphans),
                 "header_subscriptions": len(self._subs.headers),
             },
-            "servers": [u.stats(now) for u in self._upstreams],
+            "servers": [
+                u.stats(now, lagging=self._subs.is_lagging(u)) for u in self._upstreams
+            ],
         }
 
     # -- growth and selection -----------------------------------------------------------
@@ -331,8 +389,12 @@ class ServerPool:
 
     def _activate_next(self, exclude: Iterable[Upstream] = ()) -> bool:
         excluded = set(exclude)
+        now = anyio.current_time()
         for upstream in self._upstreams:
-            if upstream.state is ServerState.IDLE and upstream not in excluded:
+            if (
+                upstream.state is ServerState.IDLE and upstream not in excluded
+                and not upstream.banned(now)
+            ):
                 self._activate(upstream)
                 return True
         return False

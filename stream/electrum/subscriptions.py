@@ -270,6 +270,10 @@ class Subscriptions:
             self._orphan_all(upstream)
         self._lagging = behind
 
+    def is_lagging(self, upstream: Upstream) -> bool:
+        """Whether the lag rule excludes ``upstream`` from subscriptions right now."""
+        return upstream in self._lagging
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -64,6 +64,9 @@ class Upstream:
         self.tip_height: int | None = None
         self.tip_header = ""
         self.connects = 0
+        # A ban (see ServerPool.ban): kept out of selection and not reconnected until then.
+        self.banned_until = 0.0
+        self.ban_reason = ""
 
     # -- selection -------------------------------------------------------------------
     def usable(self, now: float) -> bool:
@@ -73,6 +76,16 @@ class Upstream:
             and self.session is not None
             and not self.session.is_closing
         )
+
+    def banned(self, now: float) -> bool:
+        return now < self.banned_until
+
+    def ban(self, reason: str, until: float) -> None:
+        """Keep away from this server until ``until``: the back-off covers selection and
+        the reconnect loop; the caller closes the connection."""
+        self.banned_until = max(self.banned_until, until)
+        self.ban_reason = reason
+        self.backoff_until = max(self.backoff_until, self.banned_until)
 
     def penalize(self, now: float) -> None:
         """Keep away from this server for the next back-off delay.
@@ -156,6 +169,12 @@ class Upstream:
                     continue
                 session = self.session
                 assert session is not None
+                if self.banned(anyio.current_time()):
+                    # Banned while connecting: drop the connection, sit the ban out.
+                    self.session = None
+                    with anyio.CancelScope(shield=True):
+                        await session.close()
+                    continue
                 self._set_state(ServerState.CONNECTED)
                 await session.wait_closed()
                 self.session = None
@@ -216,10 +235,17 @@ class Upstream:
         if session is not None:
             await session.close()
 
-    def stats(self, now: float) -> dict[str, Any]:
+    def stats(self, now: float, *, lagging: bool = False) -> dict[str, Any]:
+        """Figures for the pool's stats; ``lagging``: the subscriptions' lag rule excludes
+        this server now (see ``ServerPool`` for the state labels)."""
         state = self.state
-        if state is ServerState.CONNECTED and now < self.backoff_until:
+        banned = self.banned(now) and state is not ServerState.CLOSED
+        if banned:
+            label = "banned"
+        elif state is ServerState.CONNECTED and now < self.backoff_until:
             label = "backoff"
+        elif state is ServerState.CONNECTED and lagging:
+            label = "lagging"
         else:
             label = state.value
         return {
@@ -233,4 +259,6 @@ class Upstream:
             "connects": self.connects,
             "backoff_s": round(max(0.0, self.backoff_until - now), 1),
             "protocol": self.session.protocol if self.session is not None else None,
+            "ban_reason": self.ban_reason if banned else None,
+            "banned_s": round(self.banned_until - now, 1) if banned else 0.0,
         }
