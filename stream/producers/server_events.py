@@ -6,9 +6,10 @@ emits one event per server whose label changed since the last one reported for i
 (``key`` = server url)::
 
     {"host": "ssl://host:50002", "state": "backoff", "previous": "connected",
-     "height": 905123, "latency_ms": 41.2}
+     "height": 905123, "latency_ms": 41.2, "reason": null}
 
-``previous`` is the state of the server's last ``server`` event (null for its first).
+``previous`` is the state of the server's last ``server`` event (null for its first);
+``reason`` says why a ``banned`` server was banned (null for other states).
 Two labels are never reported: "idle" (configured, never opened: the pool is lazy) and
 "connecting" (a step on the way: reporting it would make every reconnect attempt of a
 server that is down two events). So a server that keeps failing to connect is one
@@ -60,6 +61,8 @@ def server_changes(
             "previous": reported.get(url),
             "height": server.get("height"),
             "latency_ms": server.get("latency_ms"),
+            # Why a banned server is (the pool's ban_reason); null otherwise.
+            "reason": server.get("ban_reason") if state == "banned" else None,
         }, ts=ts))
         now[url] = state
     return events, now

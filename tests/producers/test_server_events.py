@@ -107,8 +107,11 @@ def test_event_data_and_what_the_diff_returns() -> None:
     (event,) = events
     assert (event.type, event.key, event.ts) == ("server", A, 1234.5)
     assert event.data == {"host": A, "state": "backoff", "previous": "connected",
-                          "height": 205, "latency_ms": None}
+                          "height": 205, "latency_ms": None, "reason": None}
     assert reported == {A: "backoff"}
+    (event,), _ = server_changes(
+        reported, [{**snap(A, "banned"), "ban_reason": "bad header"}], ts=1.0)
+    assert (event.data["state"], event.data["reason"]) == ("banned", "bad header")
 
 
 # -- against the bed ---------------------------------------------------------------------------
