@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 import anyio
 import pytest
+from embit.script import Script
+from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
 from batcher.events import Event
-from stream.electrum import ServerError, ServerPool
+from stream.electrum import NoServerAvailable, ServerError, ServerPool
 from stream.producers.block_scan import (
     BlockScanner,
     ScanFailed,
@@ -119,6 +122,91 @@ def test_a_reorg_drops_queued_blocks_it_disconnected() -> None:
     scanner.on_chain(Reorg(5, Tip(6, old6.hash), Tip(7, new7.hash), (old6.hash,),
                            (new6, new7)))
     assert scanner.queued == (old5, new6, new7)
+
+
+class ScriptedPool:
+    """A stand-in pool serving one block, with failures injected by call number."""
+
+    def __init__(self, height: int, raws: Sequence[str], failures: dict[int, object]) -> None:
+        self.height = height
+        self.raws = {Transaction.from_string(r).txid().hex(): r for r in raws}
+        self.txids = list(self.raws)
+        self.failures = failures  # call number -> exception to raise or "short" (end early)
+        self.calls = 0
+
+    async def batch(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
+        self.calls += 1
+        failure = self.failures.get(self.calls)
+        if isinstance(failure, BaseException):
+            raise failure
+        last = 1 if failure == "short" else len(self.txids)  # a server short of the block
+        out: list[Any] = []
+        for _, (height, pos) in calls:
+            assert height == self.height
+            out.append(self.txids[pos] if pos < last else
+                       ServerError(1, f"no tx at position {pos} in block at height {height}"))
+        return out
+
+    async def get_transactions_batch(self, txids: Iterable[str]) -> list[Any]:
+        self.calls += 1
+        failure = self.failures.get(self.calls)
+        if isinstance(failure, BaseException):
+            raise failure
+        return [self.raws[t] for t in txids]
+
+
+def fake_block(height: int, values: Sequence[int]) -> tuple[ChainHeader, list[str]]:
+    raws = []
+    for i, value in enumerate(values):
+        tx = Transaction(vin=[TransactionInput(bytes([i + 1]) * 32, 0)],
+                         vout=[TransactionOutput(value, Script(b"\x00\x14" + bytes(20)))])
+        raws.append(tx.serialize().hex())
+    txids = [Transaction.from_string(r).txid().hex() for r in raws]
+    root = bytes.fromhex(merkle_root(txids))[::-1]
+    raw_header = bytes(4) + bytes(32) + root + bytes(4) + bytes.fromhex("ffff7f20") + bytes(4)
+    return ChainHeader(height, BlockHeader.parse(raw_header)), raws
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("failures", "calls"), [
+    ({}, 6),  # 3 pages of 2 positions (the third ends the block), 3 slices of 2 transactions
+    ({1: NoServerAvailable("every configured server failed")}, 7),  # first page
+    ({2: NoServerAvailable("no Electrum server available")}, 8),  # second page
+    ({1: "short"}, 7),  # a server ends the block early: the merkle root does not match
+    # Calls 1-3 are the pages, 4 and 5 the first two slices of transactions: the retry
+    # fetches from the failed slice on, and the first slice's large one is not sent twice.
+    ({5: NoServerAvailable("no Electrum server available")}, 7),
+], ids=["clean", "first-page-down", "second-page-down", "short-answer", "fetch-down"])
+async def test_failures_retry_the_block_and_never_end_it_early(
+    failures: dict[int, object], calls: int,
+) -> None:
+    values = [5, 700, 9, 700, 1]  # odd count: the merkle tree pairs the last with itself
+    block, raws = fake_block(42, values)
+    pool = ScriptedPool(42, raws, failures)
+    sink = CollectingSink()
+    scanner = BlockScanner(cast(ServerPool, pool), sink, network="regtest", threshold_sats=700,
+                           page_size=2, max_page=2, slice_size=2, retry_delays=(0, 0))
+    await scanner.scan(block)
+    assert (scanner.scanned, scanner.skipped) == (1, 0)
+    assert [e.key for e in sink.events] == [pool.txids[1], pool.txids[3]]
+    assert [e.data["total_out_sats"] for e in sink.events] == [700, 700]
+    assert pool.calls == calls
+
+
+@pytest.mark.anyio
+async def test_a_block_failing_every_attempt_is_skipped_and_the_next_one_scanned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    block, raws = fake_block(42, [1, 2])
+    down = NoServerAvailable("every configured server failed")
+    pool = ScriptedPool(42, raws, {1: down, 2: down, 3: down})
+    scanner = BlockScanner(cast(ServerPool, pool), CollectingSink(), network="regtest",
+                           threshold_sats=0, retry_delays=(0, 0))
+    with caplog.at_level(logging.WARNING, logger="stream.producers.block_scan"):
+        await scanner.scan(block)
+        await scanner.scan(block)
+    assert (scanner.scanned, scanner.skipped) == (1, 1)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
 # -- against the bed ---------------------------------------------------------------------------
