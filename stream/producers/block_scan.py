@@ -14,6 +14,14 @@ A transaction whose outputs total at least ``threshold_sats`` gets one ``tx.larg
 The coinbase is scanned like any other transaction: a coinbase paying the threshold or more
 is reported too. A block's events are emitted together once the whole block is scanned,
 so a retried block never emits twice.
+
+Failures (no server answered, a server without the block, a malformed answer, txids that
+do not match the merkle root) retry the block after each of ``retry_delays``, keeping what
+was already verified; then the block is skipped with a WARNING. Reorgs: a reorg reported
+through ``on_chain`` drops the disconnected blocks still queued, and a scan under way of one
+of them emits nothing. A reorg the scanner has not been told about yet shows as txids that
+do not hash to the expected header's merkle root: retried, then skipped. Events already
+emitted for a block later reorged away stand (the ``reorg`` event names the block).
 """
 
 from __future__ import annotations
