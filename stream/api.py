@@ -78,7 +78,7 @@ async def watch_list(request: Request) -> Response:
 
 async def watch_remove(request: Request) -> Response:
     address = _address(request)
-    if not await _services(request).store.watch_remove(address):
+    if not await _services(request).unwatch(address):
         raise ApiError(404, "not_found", f"{address} is not watched")
     return JSONResponse({"removed": address})
 

@@ -24,10 +24,13 @@ from prometheus_client import CollectorRegistry
 from batcher.retention import RetentionPruner
 from batcher.runner import BatcherConfig, BatchRunner
 from batcher.store import BatchStore, open_store
+from batcher.window import WindowLimits
 from stream.addresses import canonical_address
 from stream.electrum import ServerPool
 from stream.hub import Hub
 from stream.metrics import ChainwireCollector, MeteredSink
+from stream.producers.sink import BatcherSink, CommitTracker, TeeSink
+from stream.producers.supervisor import Producers
 from stream.settings import Settings
 
 __all__ = ["Limits", "Services", "run_services"]
@@ -59,6 +62,7 @@ class Services:
     runner: BatchRunner
     pool: ServerPool
     metrics_registry: CollectorRegistry
+    producers: Producers
     limits: Limits = field(default_factory=Limits)
     connections_by_ip: dict[str, int] = field(default_factory=dict)
     shutting_down: anyio.Event = field(default_factory=anyio.Event)
@@ -68,7 +72,15 @@ class Services:
 
     async def watch(self, addresses: Iterable[str]) -> list[str]:
         """Start watching (already canonical) addresses; returns the ones that are new."""
-        return await self.store.watch_add(list(addresses))
+        added = await self.store.watch_add(list(addresses))
+        self.producers.watch(added)
+        return added
+
+    async def unwatch(self, address: str) -> bool:
+        """Stop watching a (canonical) address; False if it was not watched."""
+        removed = await self.store.watch_remove(address)
+        self.producers.unwatch(address)
+        return removed
 
     def begin_shutdown(self) -> None:
         """Tell every stream to end (first step of the shutdown order)."""
@@ -77,13 +89,19 @@ class Services:
 
     def stats(self) -> dict[str, Any]:
         return {"pool": self.pool.stats(), "batcher": self.runner.stats(),
-                "hub": self.hub.stats()}
+                "hub": self.hub.stats(), "producers": self.producers.stats()}
+
+
+#: Blocks and reorgs are rare and urgent, and must reach the store before the address
+#: events they cause: they skip the window.
+_AT_ONCE = WindowLimits(max_events=1)
 
 
 def batcher_config(settings: Settings) -> BatcherConfig:
     return BatcherConfig(
         window_events=settings.window_events,
         window_ms=float(settings.window_ms),
+        per_type={"block": _AT_ONCE, "reorg": _AT_ONCE},
         batching=settings.batching,
     )
 
@@ -96,21 +114,27 @@ async def run_services(settings: Settings, limits: Limits | None = None
     hub = Hub(buffer_size=limits.client_buffer)
     registry = CollectorRegistry()
     async with store, ServerPool(settings.effective_servers, network=settings.network) as pool:
-        runner = BatchRunner(store, MeteredSink(hub, registry), batcher_config(settings))
-        services = Services(settings, store, hub, runner, pool, registry, limits)
+        commits = CommitTracker()
+        runner = BatchRunner(store, TeeSink(MeteredSink(hub, registry), commits),
+                             batcher_config(settings))
+        producers = Producers(settings, pool, store, BatcherSink(runner, commits))
+        services = Services(settings, store, hub, runner, pool, registry, producers, limits)
         registry.register(ChainwireCollector(services.stats))
         if settings.watch:
             watch = [canonical_address(a, settings.network) for a in settings.watch]
-            added = await services.watch(watch)
+            added = await store.watch_add(watch)  # the producers load the list at start
             logger.info("watching %d configured addresses (%d new)", len(watch), len(added))
         pruner = RetentionPruner(store, retention_hours=settings.retention_hours)
         async with anyio.create_task_group() as tg:
             await tg.start(runner.run)
             await tg.start(pruner.run)
-            try:
-                yield services
-            finally:
-                services.begin_shutdown()
-                with anyio.CancelScope(shield=True):
-                    await runner.aclose()  # drains windows and the retry buffer
-                tg.cancel_scope.cancel()
+            async with anyio.create_task_group() as producing:
+                await producing.start(producers.run)
+                try:
+                    yield services
+                finally:
+                    services.begin_shutdown()
+                    producing.cancel_scope.cancel()  # no new events from here on
+            with anyio.CancelScope(shield=True):
+                await runner.aclose()  # drains windows and the retry buffer
+            tg.cancel_scope.cancel()

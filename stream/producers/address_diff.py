@@ -16,6 +16,7 @@ configured depth.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +28,7 @@ __all__ = [
     "confirmations_at",
     "diff_history",
     "history_heights",
+    "history_status",
 ]
 
 STATUSES: Final = ("mempool", "confirmed", "unconfirmed", "dropped")
@@ -58,6 +60,16 @@ def history_heights(history: Iterable[Mapping[str, Any]]) -> dict[str, int]:
             raise ValueError(f"not a history entry: {entry!r}")
         heights[txid.lower()] = max(0, height)
     return heights
+
+
+def history_status(history: Sequence[Mapping[str, Any]]) -> str | None:
+    """The Electrum status of a history (protocol: sha256 of ``txid:height:`` for each
+    entry, in the server's order; None for no history). A history whose status differs
+    from the notified one comes from a server that has not caught up yet."""
+    if not history:
+        return None
+    text = "".join(f"{entry['tx_hash']}:{entry['height']:d}:" for entry in history)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def confirmations_at(height: int, tip: int) -> int:

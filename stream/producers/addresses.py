@@ -25,16 +25,17 @@ tip, so the ``reorg`` event is always emitted before the ``address`` events it c
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from batcher.events import Event
-from batcher.store import BatchStore
+from batcher.store import BatchStore, StoreError
 from stream.electrum import ServerPool
 from stream.electrum.errors import ElectrumError, ServerError
 from stream.electrum.subscriptions import (
@@ -44,7 +45,13 @@ from stream.electrum.subscriptions import (
     StatusNotification,
 )
 
-from .address_diff import TxChange, confirmation_updates, diff_history, history_heights
+from .address_diff import (
+    TxChange,
+    confirmation_updates,
+    diff_history,
+    history_heights,
+    history_status,
+)
 from .base import ChainChange, EventSink, make_event
 from .headers import Reorg
 from .txparse import ParsedTx, parse_tx
@@ -56,6 +63,10 @@ logger = logging.getLogger(__name__)
 _PARSED_CACHE = 20_000  # parsed transactions kept for amounts (inputs, dropped txs)
 _LARGE_SEEN = 20_000  # txids already reported as tx.large
 _LOG_LOOKBACK = 500  # recent events per address checked after a restart
+# A history that does not match the notified status comes from a server that is behind
+# the one that notified: asked again this often before it is taken as it is.
+_STALE_RETRIES = 25
+_STALE_DELAY = 0.1
 
 
 class CommittingSink(EventSink, Protocol):
@@ -78,6 +89,7 @@ class AddressProducer:
         large_tx_sats: int = 1_000_000_000,
         scan_blocks: bool = False,
         tip_wait: float = 3.0,
+        reorg_wait: float = 10.0,
         round_max: int = 500,
         retry_delay: float = 1.0,
     ) -> None:
@@ -89,6 +101,7 @@ class AddressProducer:
         self._large_tx_sats = large_tx_sats
         self._scan_blocks = scan_blocks
         self._tip_wait = tip_wait
+        self._reorg_wait = reorg_wait
         self._round_max = round_max
         self._retry_delay = retry_delay
         self._known: dict[str, dict[str, int]] = {}
@@ -97,6 +110,12 @@ class AddressProducer:
         self._by_scripthash: dict[str, str] = {}
         self._unchecked_log: set[str] = set()  # addresses not yet compared with the log
         self._dirty: dict[str, None] = {}  # an ordered set
+        self._expected: dict[str, str | None] = {}  # status last notified, per address
+        self._stale: dict[str, int] = {}  # address -> histories that did not match it
+        # Addresses with transactions above a reorg's fork -> when to read their history
+        # anyway. Their heights are unknown until the server, having applied the reorg,
+        # notifies a new status (or that time passes); no confirmation updates meanwhile.
+        self._reorged: dict[str, float] = {}
         self._to_subscribe: dict[str, None] = {}
         self._to_unsubscribe: dict[str, None] = {}
         self._changes: list[ChainChange] = []
@@ -131,6 +150,9 @@ class AddressProducer:
             return
         self._conf_emitted.pop(address, None)
         self._amounts.pop(address, None)
+        self._expected.pop(address, None)
+        self._stale.pop(address, None)
+        self._reorged.pop(address, None)
         self._by_scripthash.pop(self._pool.scripthash(address), None)
         self._dirty.pop(address, None)
         self._to_subscribe.pop(address, None)
@@ -167,7 +189,7 @@ class AddressProducer:
     async def _listen(self, subs: ScripthashSubscription) -> None:
         async for note in subs:
             if isinstance(note, StatusNotification):
-                self._mark_scripthashes([note.scripthash])
+                self._mark_scripthashes({note.scripthash: note.status})
             elif isinstance(note, Moved):
                 self._mark_scripthashes(note.statuses)
             elif isinstance(note, Overflowed):
@@ -176,25 +198,32 @@ class AddressProducer:
                 self._dirty.update(dict.fromkeys(self._known))
             self._wake.set()
 
-    def _mark_scripthashes(self, scripthashes: Iterable[str]) -> None:
-        for sh in scripthashes:
+    def _mark_scripthashes(self, statuses: Mapping[str, str | None]) -> None:
+        for sh, status in statuses.items():
             address = self._by_scripthash.get(sh)
             if address is not None:
+                self._expected[address] = status
+                self._stale.pop(address, None)
+                self._reorged.pop(address, None)
                 self._dirty[address] = None
 
     async def _loop(self, subs: ScripthashSubscription) -> None:
         while True:
-            await self._wake.wait()
+            deadline = min(self._reorged.values(), default=math.inf)
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                await self._wake.wait()
             self._wake = anyio.Event()
             try:
                 await self._round(subs)
-            except ElectrumError as exc:
+            except (ElectrumError, StoreError) as exc:
                 self._counters["errors"] += 1
                 logger.warning("address round failed, retrying in %.1fs: %s",
                                self._retry_delay, exc)
                 await anyio.sleep(self._retry_delay)
                 self._wake.set()
             else:
+                if self._stale:
+                    await anyio.sleep(_STALE_DELAY)
                 if self._dirty or self._changes:
                     self._wake.set()
 
@@ -202,12 +231,19 @@ class AddressProducer:
     async def _round(self, subs: ScripthashSubscription) -> None:
         self._counters["rounds"] += 1
         await self._update_subscriptions(subs)
+        now = anyio.current_time()
+        for address, deadline in list(self._reorged.items()):
+            if deadline <= now:
+                del self._reorged[address]
+                self._dirty[address] = None
         blocks = self._apply_chain_changes()
         if self._dirty:
             blocks += await self._await_tip()
         addresses = list(self._dirty)[: self._round_max]
         for address in addresses:
             del self._dirty[address]
+        logger.debug("round %d: %d dirty address(es), blocks %s", self._counters["rounds"],
+                     len(addresses), blocks)
         try:
             changes = await self._diff(addresses)
         except BaseException:
@@ -227,6 +263,8 @@ class AddressProducer:
                     emitted.pop(change.txid, None)
         if blocks:
             for address, known in self._known.items():
+                if address in self._reorged:
+                    continue
                 updates, self._conf_emitted[address] = confirmation_updates(
                     known, self._conf_emitted.get(address, {}), blocks, self._depth)
                 if updates:
@@ -236,6 +274,7 @@ class AddressProducer:
             events.extend(self._address_event(address, c) for c in tx_changes)
         events.extend(self._large_events(changes))
         if events:
+            logger.debug("emitting %d event(s)", len(events))
             await self._sink.emit_committed(events)
             self._counters["events"] += len(events)
         for address in touched:
@@ -253,6 +292,7 @@ class AddressProducer:
             for address in chunk:
                 self._to_subscribe.pop(address, None)
                 status = statuses.get(self._pool.scripthash(address))
+                self._expected[address] = status
                 if status is not None or self._known.get(address):
                     self._dirty[address] = None
             logger.debug("subscribed %d address(es)", len(chunk))
@@ -266,14 +306,11 @@ class AddressProducer:
             if isinstance(change, Reorg):
                 fork = change.fork_height
                 heights = [h for h in heights if h <= fork]
+                deadline = anyio.current_time() + self._reorg_wait
                 for address, known in self._known.items():
-                    if any(h > fork for h in known.values()):
-                        self._dirty[address] = None
-                    emitted = self._conf_emitted.get(address, {})
-                    for txid, height in known.items():
-                        # Counts emitted on the old branch are recounted on the new one.
-                        if height > 0 and txid in emitted:
-                            emitted[txid] = max(0, min(emitted[txid], fork - height + 1))
+                    # Already dirty: notified after the server applied the reorg.
+                    if address not in self._dirty and any(h > fork for h in known.values()):
+                        self._reorged[address] = deadline
                 blocks = change.connected
             else:
                 blocks = change.blocks
@@ -315,10 +352,20 @@ class AddressProducer:
                 continue
             try:
                 current = history_heights(history)
-            except ValueError as exc:
+                status = history_status(history)
+            except (ValueError, KeyError, TypeError) as exc:
                 logger.warning("bad history for %s: %s; will retry", address, exc)
                 self._dirty[address] = None
                 continue
+            if address in self._expected and status != self._expected[address]:
+                tries = self._stale[address] = self._stale.get(address, 0) + 1
+                if tries < _STALE_RETRIES:
+                    self._dirty[address] = None  # ask again (maybe another server)
+                    continue
+                logger.warning("history of %s never matched its status; taking it as is",
+                               address)
+            self._stale.pop(address, None)
+            self._reorged.pop(address, None)
             changes = diff_history(self._known[address], current, self._tip)
             if address in self._unchecked_log:
                 changes = await self._not_in_log(address, changes)
