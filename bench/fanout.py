@@ -496,10 +496,13 @@ def report(args: argparse.Namespace, runs: dict[str, list[Measurement]],
 async def main(args: argparse.Namespace) -> None:
     raise_fd_limit()
     skipped: dict[str, str] = {}
-    systems = [s for s in ("limit", "chainwire", "nchan")
+    systems = [s for s in args.systems.split(",")
                if not (s == "limit" and args.skip_limit) and not (s == "nchan" and args.skip_nchan)]
-    if args.skip_nchan:
-        skipped["nchan"] = "--skip-nchan"
+    if "nchan" not in systems:
+        if "nchan" not in args.systems.split(","):
+            skipped["nchan"] = "not asked for (--systems)"
+        else:
+            skipped["nchan"] = "--skip-nchan"
     elif (reason := nchan_missing()) is not None:
         skipped["nchan"] = reason
         systems.remove("nchan")
@@ -534,6 +537,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of every system, alternated; the best of each is kept")
+    parser.add_argument("--systems", default="limit,chainwire,nchan",
+                        help="which systems, in this order (comma-separated)")
     parser.add_argument("--skip-nchan", action="store_true")
     parser.add_argument("--skip-limit", action="store_true")
     parser.add_argument("--nchan-workers", type=int, default=1)
@@ -554,6 +559,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.clients < 2 or args.clients % 2:
         parser.error("--clients must be an even number, at least 2")
     args.procs = max(1, min(args.procs, args.clients // 2))
+    unknown = set(args.systems.split(",")) - set(SYSTEMS)
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(sorted(unknown))}: choose from "
+                     f"{', '.join(SYSTEMS)}")
     return args
 
 

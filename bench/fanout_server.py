@@ -261,35 +261,49 @@ async def run_limit(args: argparse.Namespace) -> None:
 
 
 async def run_nchan_publisher(args: argparse.Namespace) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", args.port)
+    connection: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     failures = 0
 
-    async def publish(i: int) -> None:
-        nonlocal failures
-        body = encode_batch(i + 1).ws_payload
+    async def post(body: bytes) -> bytes:
+        if not connection:
+            connection.append(await asyncio.open_connection("127.0.0.1", args.port))
+        reader, writer = connection[0]
         writer.write(b"POST /pub HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
                      % (len(body), body))
         head = await reader.readuntil(b"\r\n\r\n")
-        status = head.split(b" ", 2)[1]
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        if length:
+        lines = head.lower().split(b"\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in lines
+                       if line.startswith(b"content-length:")), 0)
+        if b"transfer-encoding: chunked" in lines:
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        elif length:
             await reader.readexactly(length)
+        if b"connection: close" in lines:
+            connection.pop()[1].close()
+        return head.split(b" ", 2)[1]
+
+    async def publish(i: int) -> None:
+        nonlocal failures
+        try:
+            status = await asyncio.wait_for(post(encode_batch(i + 1).ws_payload), 5)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            status = repr(exc).encode()
+            if connection:
+                connection.pop()[1].close()
         if not status.startswith(b"2"):
             failures += 1
-            if failures == 1:
-                print(f"nchan publisher: HTTP {status.decode()}", file=sys.stderr, flush=True)
+            if failures <= 3:
+                print(f"nchan publisher: {status.decode()}", file=sys.stderr, flush=True)
 
     async def on_go(rate: float, seconds: float) -> int:
-        return await paced(rate, seconds, publish)
+        return await paced(rate, seconds, publish) - failures
 
-    try:
-        await commands(on_go)
-    finally:
-        writer.close()
+    await commands(on_go)
+    if connection:
+        connection[0][1].close()
 
 
 def main(argv: list[str] | None = None) -> None:
