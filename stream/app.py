@@ -1,7 +1,8 @@
 """The Starlette application: routes, static dashboard, and the lifespan that runs Chainwire.
 
 The lifespan enters ``run_services`` (the one place that wires pool -> store -> batcher
--> hub -> producers). Start-up opens no Electrum connection: the pool grows on demand.
+-> hub -> producers). Start-up never waits on an Electrum server: the producers start
+following the chain in the background.
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ async def end_streams(app: Starlette) -> None:
     await services.hub.wait_drained()
 
 
-def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
-    """Build the ASGI app for ``settings``; nothing runs until the lifespan starts."""
+def create_app(settings: Settings, limits: Limits | None = None, *,
+               producers: bool = True) -> Starlette:
+    """Build the ASGI app for ``settings``; nothing runs until the lifespan starts.
+    ``producers=False`` serves only what is stored and submitted (tests of the streaming
+    layer feed the batcher themselves)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with run_services(settings, limits) as services:
+        async with run_services(settings, limits, producers=producers) as services:
             app.state.services = services
             app.state.metrics_registry = services.metrics_registry
             logger.info("chainwire %s ready (network %s)", __version__, settings.network)

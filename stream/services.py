@@ -107,8 +107,8 @@ def batcher_config(settings: Settings) -> BatcherConfig:
 
 
 @asynccontextmanager
-async def run_services(settings: Settings, limits: Limits | None = None
-                       ) -> AsyncIterator[Services]:
+async def run_services(settings: Settings, limits: Limits | None = None, *,
+                       producers: bool = True) -> AsyncIterator[Services]:
     limits = limits or Limits()
     store = open_store(settings.database_url)
     hub = Hub(buffer_size=limits.client_buffer)
@@ -117,8 +117,8 @@ async def run_services(settings: Settings, limits: Limits | None = None
         commits = CommitTracker()
         runner = BatchRunner(store, TeeSink(MeteredSink(hub, registry), commits),
                              batcher_config(settings))
-        producers = Producers(settings, pool, store, BatcherSink(runner, commits))
-        services = Services(settings, store, hub, runner, pool, registry, producers, limits)
+        chain = Producers(settings, pool, store, BatcherSink(runner, commits))
+        services = Services(settings, store, hub, runner, pool, registry, chain, limits)
         registry.register(ChainwireCollector(services.stats))
         if settings.watch:
             watch = [canonical_address(a, settings.network) for a in settings.watch]
@@ -129,7 +129,8 @@ async def run_services(settings: Settings, limits: Limits | None = None
             await tg.start(runner.run)
             await tg.start(pruner.run)
             async with anyio.create_task_group() as producing:
-                await producing.start(producers.run)
+                if producers:
+                    await producing.start(chain.run)
                 try:
                     yield services
                 finally:

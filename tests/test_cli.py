@@ -79,9 +79,11 @@ def electrum_listener() -> Iterator[ConnectionCounter]:
     counter.close()
 
 
-def test_serve_answers_healthz_without_touching_electrum(
+def test_serve_answers_at_once_while_electrum_is_unusable(
     tmp_path: Path, electrum_listener: ConnectionCounter
 ) -> None:
+    """Start-up never waits on Electrum: the producers follow the chain in the
+    background, and the only configured "server" hangs up on every connection."""
     env = {
         "CHAINWIRE_NETWORK": "regtest",
         "CHAINWIRE_SERVERS": f"tcp://127.0.0.1:{electrum_listener.port}",
@@ -90,8 +92,6 @@ def test_serve_answers_healthz_without_touching_electrum(
         print(f"ready after {server.ready_after:.3f} s")
         page = httpx.get(f"{server.url}/", timeout=5)
         assert page.status_code == 200 and "Chainwire" in page.text
-        assert electrum_listener.accepted == 0, "start-up must not open Electrum connections"
-        # The first health probe asks the (lazy) pool; this "server" hangs up at once.
         health = httpx.get(f"{server.url}/healthz", timeout=10)
         assert health.status_code == 503
         body = health.json()

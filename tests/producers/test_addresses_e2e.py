@@ -45,9 +45,9 @@ class StoringSink:
         return [dict(e.data) for e in self.events
                 if e.type == "address" and (address is None or e.key == address)]
 
-    async def wait(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
+    async def wait(self, predicate: Callable[[], bool], seconds: float = 15) -> None:
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(seconds):
                 while not predicate():
                     await anyio.sleep(0.02)
         except TimeoutError:

@@ -33,12 +33,14 @@ class Live:
 
 
 @asynccontextmanager
-async def live_server(servers: list[ElectrumXServer], limits: Limits | None = None,
-                      **settings: Any) -> AsyncIterator[Live]:
+async def live_server(servers: list[ElectrumXServer], limits: Limits | None = None, *,
+                      producers: bool = False, **settings: Any) -> AsyncIterator[Live]:
+    """``producers=False`` (the default here): the test's own ``emit`` is the only source
+    of events, so it can count batches; ``True``: the real chain from the bed as well."""
     async with fresh_pg_database() as name:
         config = Settings(network="regtest", servers=tuple(s.tcp_url for s in servers),
                           database_url=pg_url_for(name), **settings)
-        app = create_app(config, limits)
+        app = create_app(config, limits, producers=producers)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
