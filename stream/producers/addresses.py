@@ -122,6 +122,7 @@ class AddressProducer:
         self._tip = 0
         self._parsed: OrderedDict[str, ParsedTx] = OrderedDict()
         self._large_seen: OrderedDict[str, None] = OrderedDict()
+        self._subs: ScripthashSubscription | None = None
         self._wake = anyio.Event()
         self._chain_moved = anyio.Event()
         self._counters = {"rounds": 0, "events": 0, "errors": 0}
@@ -159,6 +160,12 @@ class AddressProducer:
         self._to_unsubscribe[address] = None
         self._wake.set()
 
+    def carrier(self, address: str) -> str | None:
+        """The url of the server the address is subscribed on (None: not (yet) placed)."""
+        if self._subs is None or address not in self._known:
+            return None
+        return self._subs.carrier(self._pool.scripthash(address))
+
     @property
     def watching(self) -> int:
         return len(self._known)
@@ -182,6 +189,7 @@ class AddressProducer:
             self._unchecked_log.add(address)
         task_status.started()
         async with self._pool.subscribe_scripthashes() as subs:
+            self._subs = subs
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listen, subs)
                 await self._loop(subs)

@@ -248,3 +248,26 @@ async def test_restart_after_events_stored_but_not_recorded_sends_nothing_twice(
         assert [e["txid"] for e in events if e["txid"] == txid] == []
         assert len(events) == 1
         assert txid in await h.store.known_txs(address)
+
+
+async def test_carrier_killed_while_payments_arrive_emits_each_event_once(
+    regtest_node: RegtestNode, servers: list[ElectrumXServer], tmp_path: Path
+) -> None:
+    node = regtest_node
+    address = node.new_address()
+    async with running(node, servers, tmp_path / "kill.db", [address]) as h:
+        txids = [await anyio.to_thread.run_sync(node.pay, address, 3_000 + i) for i in range(2)]
+        await h.sink.wait(lambda: len(h.sink.address()) == 2)
+        carrier = h.producer.carrier(address)
+        [victim] = [s for s in servers if s.tcp_url == carrier]
+        victim.kill()
+        # While the subscription moves to another server: three more payments.
+        txids += [await anyio.to_thread.run_sync(node.pay, address, 4_000 + i) for i in range(3)]
+        await h.sink.wait(lambda: len(h.sink.address()) == 5)
+        assert h.producer.carrier(address) not in (None, carrier)
+        await h.mine()
+        await h.sink.wait(lambda: len(h.sink.address()) == 10)
+        await anyio.sleep(0.5)  # nothing more may come
+        events = h.sink.address()
+    assert sorted((e["txid"], e["status"]) for e in events) == sorted(
+        (t, s) for t in txids for s in ("mempool", "confirmed"))
