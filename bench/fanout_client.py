@@ -140,6 +140,9 @@ class SseClient(_Base):
                 if eol < 0:
                     break
                 size = int(raw[pos:eol].split(b";", 1)[0], 16)
+                if size == 0:  # the server ended the stream (Chainwire: a slow client)
+                    self.ended()
+                    break
                 if len(raw) < eol + 2 + size + 2:
                     break
                 self.buf += raw[eol + 2 : eol + 2 + size]
@@ -148,6 +151,13 @@ class SseClient(_Base):
         else:
             self.buf += data
         self.events(now)
+
+    def ended(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.tally.closed += 1
+        if self.transport is not None:
+            self.transport.close()
 
     def events(self, now: float) -> None:
         buf = self.buf
