@@ -16,7 +16,7 @@ import anyio
 from batcher.events import Batch, Event
 from batcher.runner import BatchRunner, BatchSink
 
-__all__ = ["BatcherSink", "CommitTracker", "TeeSink"]
+__all__ = ["BatcherSink", "CommitTracker", "CommittedOnly", "TeeSink"]
 
 
 class CommitTracker:
@@ -79,3 +79,14 @@ class BatcherSink:
                 await done.wait()
         finally:
             self._commits.forget(events)
+
+
+class CommittedOnly:
+    """An ``EventSink`` whose ``emit`` returns once the events are stored: for a producer
+    that records its progress right after emitting (the block producer's stored tip)."""
+
+    def __init__(self, sink: BatcherSink) -> None:
+        self._sink = sink
+
+    async def emit(self, events: Sequence[Event]) -> None:
+        await self._sink.emit_committed(events)

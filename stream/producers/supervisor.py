@@ -27,7 +27,7 @@ from .block_scan import BlockScanner
 from .blocks import BlockProducer
 from .fees import FeeProducer
 from .server_events import ServerEvents
-from .sink import BatcherSink
+from .sink import BatcherSink, CommittedOnly
 
 __all__ = ["Producers"]
 
@@ -52,7 +52,9 @@ class Producers:
         listeners: list[ChainListener] = [self.addresses, self.fees]
         if self.scanner is not None:
             listeners.append(self.scanner)
-        self.blocks = BlockProducer(pool, store, sink, network=network, listeners=listeners)
+        # The stored tip must never run ahead of the stored block events.
+        self.blocks = BlockProducer(pool, store, CommittedOnly(sink), network=network,
+                                    listeners=listeners)
         self.servers = ServerEvents(pool, sink)
 
     def watch(self, addresses: Iterable[str]) -> None:
