@@ -64,6 +64,7 @@ function showAddress(event) {
   const moved = d.received_sats ? `+${btc(d.received_sats)}` : `-${btc(d.sent_sats || 0)}`;
   li.textContent = `${event.key}: ${d.status} ${moved} (${short(d.txid)}` +
     `${d.confirmations ? `, ${d.confirmations} conf` : ""})`;
+  li.title = d.txid;
   prepend($("activity"), li);
 }
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from playwright.async_api import async_playwright, expect
 
 from batcher.events import Event
 from tests.bed.electrumx import ElectrumXServer
+from tests.bed.node import RegtestNode
 from tests.stream.live import live_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,5 +58,59 @@ async def test_dashboard_shows_live_blocks_and_watches_addresses(
             await expect(page.locator("#watch-status")).to_have_text(f"watching {good}")
             assert await live.services.store.watch_list() == [good]
             await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+def short(hash_: str) -> str:
+    """What app.js shows for a hash or txid (``short``); the full one is the cell's title."""
+    return f"{hash_[:10]}\u2026{hash_[-6:]}"
+
+
+@pytest.mark.anyio
+async def test_dashboard_shows_a_mined_block_and_a_watched_payment_from_the_real_chain(
+    regtest_node: RegtestNode, electrumx_servers: list[ElectrumXServer], wait_for_tip: Any,
+    tmp_path: Path,
+) -> None:
+    """No synthetic events: the producers follow the bed's chain through ElectrumX, and the
+    page shows what they emit (block rows, address activity) over its own EventSource."""
+    node = regtest_node
+    await wait_for_tip.wait_async()
+    address = node.new_address("p2wpkh")
+    async with live_server(electrumx_servers, producers=True) as live, \
+            async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{live.http}/")
+            await expect(page.locator("#connection")).to_have_text("live", timeout=10_000)
+            # Watch through the page's own form, then pay the address on the bed.
+            await page.fill("#watch-address", address)
+            await page.click("#watch-form button")
+            await expect(page.locator("#watch-status")).to_have_text(f"watching {address}",
+                                                                     timeout=10_000)
+            txid = await anyio.to_thread.run_sync(node.pay, address, 21_000)
+            activity = page.locator("#activity li")
+            mempool = activity.filter(has_text=f"{address}: mempool +0.00021000 BTC "
+                                               f"({short(txid)})")
+            await expect(mempool).to_have_count(1, timeout=20_000)
+            await expect(mempool).to_have_attribute("title", txid)
+            # A block mined on the bed (it confirms the payment) gets its row.
+            [block_hash] = await anyio.to_thread.run_sync(node.mine)
+            height = node.height
+            row = page.locator(f'#blocks tr[data-height="{height}"]')
+            await expect(row).to_have_count(1, timeout=20_000)
+            hash_cell = row.locator("td").nth(1)
+            await expect(hash_cell).to_have_text(short(block_hash))
+            await expect(hash_cell).to_have_attribute("title", block_hash)
+            await expect(row.locator("td").first).to_have_text(str(height))
+            await expect(row.locator("td").nth(2)).not_to_be_empty()
+            # ... and the payment's confirmation follows it into the activity panel.
+            confirmed = activity.filter(has_text=f"{address}: confirmed +0.00021000 BTC "
+                                                 f"({short(txid)}, 1 conf)")
+            await expect(confirmed).to_have_count(1, timeout=20_000)
+            await expect(page.locator("#blocks tr").first).to_have_attribute(
+                "data-height", str(height))
+            await page.screenshot(path=str(tmp_path / "dashboard-live.png"), full_page=True)
         finally:
             await browser.close()
