@@ -115,7 +115,7 @@ async def run_services(settings: Settings, limits: Limits | None = None, *,
     registry = CollectorRegistry()
     async with store, ServerPool(settings.effective_servers, network=settings.network) as pool:
         commits = CommitTracker()
-        runner = BatchRunner(store, TeeSink(MeteredSink(hub, registry), commits),
+        runner = BatchRunner(store, TeeSink(commits, MeteredSink(hub, registry)),
                              batcher_config(settings))
         chain = Producers(settings, pool, store, BatcherSink(runner, commits))
         services = Services(settings, store, hub, runner, pool, registry, chain, limits)

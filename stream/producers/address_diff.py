@@ -104,20 +104,19 @@ def diff_history(known: Mapping[str, int], current: Mapping[str, int], tip: int
 
 
 def confirmation_updates(
-    known: Mapping[str, int], emitted: Mapping[str, int], block_heights: Sequence[int],
-    depth: int,
+    known: Mapping[str, int], emitted: Mapping[str, int], tip: int, depth: int,
 ) -> tuple[list[TxChange], dict[str, int]]:
-    """``confirmed`` updates for each new block in ``block_heights`` (ascending), for every
-    mined transaction whose confirmation count grew past what was ``emitted`` and is at
-    most ``depth``. Returns the updates and the new emitted counts."""
+    """``confirmed`` updates up to ``tip``: for every mined transaction, one per count
+    after the last ``emitted`` one, up to its count at ``tip`` and at most ``depth`` (a
+    count skipped meanwhile, e.g. while a reorg was settling, is caught up in order).
+    Returns the updates and the new emitted counts."""
     updated = dict(emitted)
     changes: list[TxChange] = []
-    for block in block_heights:
-        for txid, height in known.items():
-            if height <= 0 or height > block:
-                continue
-            count = block - height + 1
-            if updated.get(txid, 0) < count <= depth:
-                changes.append(TxChange(txid, "confirmed", height, count))
-                updated[txid] = count
+    for txid, height in known.items():
+        if height <= 0:
+            continue
+        target = min(depth, tip - height + 1)
+        for count in range(updated.get(txid, 0) + 1, target + 1):
+            changes.append(TxChange(txid, "confirmed", height, count))
+            updated[txid] = count
     return changes, updated

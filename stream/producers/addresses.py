@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -69,6 +70,10 @@ _STALE_RETRIES = 25
 _STALE_DELAY = 0.1
 
 
+class _Incomplete(Exception):
+    """A transaction the round needs could not be fetched: the round is done again."""
+
+
 class CommittingSink(EventSink, Protocol):
     async def emit_committed(self, events: Sequence[Event]) -> None:
         """Emit and wait until every event is in a stored batch."""
@@ -90,6 +95,7 @@ class AddressProducer:
         scan_blocks: bool = False,
         tip_wait: float = 3.0,
         reorg_wait: float = 10.0,
+        loss_grace: float = 2.0,
         round_max: int = 500,
         retry_delay: float = 1.0,
     ) -> None:
@@ -102,6 +108,7 @@ class AddressProducer:
         self._scan_blocks = scan_blocks
         self._tip_wait = tip_wait
         self._reorg_wait = reorg_wait
+        self._loss_grace = loss_grace
         self._round_max = round_max
         self._retry_delay = retry_delay
         self._known: dict[str, dict[str, int]] = {}
@@ -116,6 +123,12 @@ class AddressProducer:
         # anyway. Their heights are unknown until the server, having applied the reorg,
         # notifies a new status (or that time passes); no confirmation updates meanwhile.
         self._reorged: dict[str, float] = {}
+        # A transaction missing from one history (or unmined in it) may come from a server
+        # that is behind: ``dropped`` / ``unconfirmed`` only once it is still so
+        # ``loss_grace`` later. address -> {txid: first seen missing}; address -> recheck.
+        self._losing: dict[str, dict[str, float]] = {}
+        self._recheck: dict[str, float] = {}
+        self._incomplete_rounds = 0
         self._to_subscribe: dict[str, None] = {}
         self._to_unsubscribe: dict[str, None] = {}
         self._changes: list[ChainChange] = []
@@ -154,6 +167,8 @@ class AddressProducer:
         self._expected.pop(address, None)
         self._stale.pop(address, None)
         self._reorged.pop(address, None)
+        self._losing.pop(address, None)
+        self._recheck.pop(address, None)
         self._by_scripthash.pop(self._pool.scripthash(address), None)
         self._dirty.pop(address, None)
         self._to_subscribe.pop(address, None)
@@ -203,6 +218,7 @@ class AddressProducer:
             elif isinstance(note, Overflowed):
                 logger.warning("%d address notifications dropped; reconciling every address",
                                note.dropped)
+                self._expected.clear()  # the notified statuses are out of date
                 self._dirty.update(dict.fromkeys(self._known))
             self._wake.set()
 
@@ -217,16 +233,23 @@ class AddressProducer:
 
     async def _loop(self, subs: ScripthashSubscription) -> None:
         while True:
-            deadline = min(self._reorged.values(), default=math.inf)
+            deadline = min([*self._reorged.values(), *self._recheck.values(), math.inf])
             with anyio.move_on_after(deadline - anyio.current_time()):
                 await self._wake.wait()
             self._wake = anyio.Event()
             try:
                 await self._round(subs)
-            except (ElectrumError, StoreError) as exc:
+            except (ElectrumError, StoreError, _Incomplete) as exc:
                 self._counters["errors"] += 1
                 logger.warning("address round failed, retrying in %.1fs: %s",
                                self._retry_delay, exc)
+                await anyio.sleep(self._retry_delay)
+                self._wake.set()
+            except Exception:
+                # A bug must not stop every address for good: log it, retry later.
+                self._counters["errors"] += 1
+                logger.exception("address round failed unexpectedly; retrying in %.1fs",
+                                 self._retry_delay)
                 await anyio.sleep(self._retry_delay)
                 self._wake.set()
             else:
@@ -237,57 +260,73 @@ class AddressProducer:
 
     # -- one round ---------------------------------------------------------------------
     async def _round(self, subs: ScripthashSubscription) -> None:
+        """One round. Nothing of the producer's state changes before the round's events
+        are stored: a round that fails is simply done again."""
         self._counters["rounds"] += 1
         await self._update_subscriptions(subs)
         now = anyio.current_time()
-        for address, deadline in list(self._reorged.items()):
-            if deadline <= now:
-                del self._reorged[address]
-                self._dirty[address] = None
-        blocks = self._apply_chain_changes()
+        for timers in (self._reorged, self._recheck):
+            for address, deadline in list(timers.items()):
+                if deadline <= now:
+                    del timers[address]
+                    self._dirty[address] = None
+        tip_moved = self._apply_chain_changes()
         if self._dirty:
-            blocks += await self._await_tip()
+            tip_moved = await self._await_tip() or tip_moved
         addresses = list(self._dirty)[: self._round_max]
         for address in addresses:
             del self._dirty[address]
-        logger.debug("round %d: %d dirty address(es), blocks %s", self._counters["rounds"],
-                     len(addresses), blocks)
+        logger.debug("round %d: %d dirty address(es), tip %d", self._counters["rounds"],
+                     len(addresses), self._tip)
         try:
             changes = await self._diff(addresses)
+            emitted = {a: dict(self._conf_emitted.get(a, {})) for a in changes}
+            for address, (_, tx_changes) in changes.items():
+                for change in tx_changes:
+                    if change.status == "confirmed":
+                        emitted[address][change.txid] = change.confirmations
+                    else:
+                        emitted[address].pop(change.txid, None)
+            # Confirmation updates: every address when the tip moved, else the changed ones.
+            for address in list(self._known) if tip_moved else list(changes):
+                if address in self._reorged or address not in self._known:
+                    continue
+                known = changes[address][0] if address in changes else self._known[address]
+                losing = self._losing.get(address, {})  # held back: no updates meanwhile
+                updates, emitted[address] = confirmation_updates(
+                    {t: h for t, h in known.items() if t not in losing},
+                    emitted.get(address, self._conf_emitted.get(address, {})),
+                    self._tip, self._depth)
+                if updates:
+                    changes.setdefault(address, (known, []))[1].extend(updates)
+            await self._amounts_for(changes)
+            events: list[Event] = []
+            for address, (_, tx_changes) in changes.items():
+                events.extend(self._address_event(address, c) for c in tx_changes)
+            large = self._large_events(changes)
+            events.extend(large)
+            if events:
+                logger.debug("emitting %d event(s)", len(events))
+                await self._sink.emit_committed(events)
+                self._counters["events"] += len(events)
         except BaseException:
             self._dirty.update(dict.fromkeys(addresses))  # not handled: next round
             raise
-        events: list[Event] = []
-        touched: set[str] = set()
-        for address, (current, tx_changes) in changes.items():
-            self._known[address] = current
-            if tx_changes:
-                touched.add(address)
-            emitted = self._conf_emitted.setdefault(address, {})
-            for change in tx_changes:
-                if change.status == "confirmed":
-                    emitted[change.txid] = change.confirmations
-                else:
-                    emitted.pop(change.txid, None)
-        if blocks:
-            for address, known in self._known.items():
-                if address in self._reorged:
-                    continue
-                updates, self._conf_emitted[address] = confirmation_updates(
-                    known, self._conf_emitted.get(address, {}), blocks, self._depth)
-                if updates:
-                    changes.setdefault(address, (known, []))[1].extend(updates)
-        await self._amounts_for(changes)
-        for address, (_, tx_changes) in changes.items():
-            events.extend(self._address_event(address, c) for c in tx_changes)
-        events.extend(self._large_events(changes))
-        if events:
-            logger.debug("emitting %d event(s)", len(events))
-            await self._sink.emit_committed(events)
-            self._counters["events"] += len(events)
-        for address in touched:
-            if address in self._known:  # not unwatched meanwhile
-                await self._store.set_known_txs(address, self._known[address])
+        # Stored: now the round counts.
+        self._large_seen.update((e.key, None) for e in large)
+        while len(self._large_seen) > _LARGE_SEEN:
+            self._large_seen.popitem(last=False)
+        for address, counts in emitted.items():
+            if address in self._known:
+                self._conf_emitted[address] = counts
+        self._incomplete_rounds = 0
+        for address, (current, _) in changes.items():
+            if address not in self._known:
+                continue  # unwatched meanwhile
+            self._unchecked_log.discard(address)
+            if self._known[address] != current:
+                self._known[address] = current
+                await self._store.set_known_txs(address, current)
 
     async def _update_subscriptions(self, subs: ScripthashSubscription) -> None:
         if self._to_unsubscribe:
@@ -305,15 +344,14 @@ class AddressProducer:
                     self._dirty[address] = None
             logger.debug("subscribed %d address(es)", len(chunk))
 
-    def _apply_chain_changes(self) -> list[int]:
-        """Take the queued chain changes: the new tip, the heights of new blocks (for
-        confirmation updates) and, for a reorg, the addresses it may have touched."""
-        heights: list[int] = []
+    def _apply_chain_changes(self) -> bool:
+        """Take the queued chain changes: the new tip and, for a reorg, the addresses it
+        may have touched. True when the tip moved."""
+        moved = False
         changes, self._changes = self._changes, []
         for change in changes:
             if isinstance(change, Reorg):
                 fork = change.fork_height
-                heights = [h for h in heights if h <= fork]
                 deadline = anyio.current_time() + self._reorg_wait
                 for address, known in self._known.items():
                     # Already dirty: notified after the server applied the reorg.
@@ -323,27 +361,29 @@ class AddressProducer:
             else:
                 blocks = change.blocks
             for block in blocks:
-                heights.append(block.height)
                 self._tip = block.height
+                moved = True
         self._chain_moved = anyio.Event()
-        return heights
+        return moved
 
-    async def _await_tip(self) -> list[int]:
+    async def _await_tip(self) -> bool:
         """Wait (at most ``tip_wait``) until the block producer has the servers' tip;
-        returns the heights of the blocks that came meanwhile."""
-        heights: list[int] = []
+        True if the tip moved meanwhile."""
+        moved = False
         with anyio.move_on_after(self._tip_wait):
             while (target := self._servers_tip()) is not None and self._tip < target:
                 await self._chain_moved.wait()
-                heights += self._apply_chain_changes()
-        return heights
+                moved = self._apply_chain_changes() or moved
+        return moved
 
     def _servers_tip(self) -> int | None:
         heights = [
             s["height"] for s in self._pool.stats()["servers"]
             if s["state"] == "connected" and isinstance(s.get("height"), int)
         ]
-        return max(heights) if heights else None
+        # The lower median: one server ahead of the others (or on a branch the block
+        # producer rejected) does not hold every round up.
+        return statistics.median_low(heights) if heights else None
 
     async def _diff(self, addresses: list[str]
                     ) -> dict[str, tuple[dict[str, int], list[TxChange]]]:
@@ -375,14 +415,40 @@ class AddressProducer:
             self._stale.pop(address, None)
             self._reorged.pop(address, None)
             changes = diff_history(self._known[address], current, self._tip)
+            changes, current = self._hold_losses(address, changes, current)
             if address in self._unchecked_log:
                 changes = await self._not_in_log(address, changes)
             result[address] = (current, changes)
         return result
 
+    def _hold_losses(self, address: str, changes: list[TxChange], current: dict[str, int]
+                     ) -> tuple[list[TxChange], dict[str, int]]:
+        """Hold back ``dropped`` / ``unconfirmed`` until still so after ``loss_grace``
+        (the transaction keeps its known height meanwhile)."""
+        losses = {c.txid for c in changes if c.status in ("dropped", "unconfirmed")}
+        losing = {t: since for t, since in self._losing.get(address, {}).items() if t in losses}
+        now = anyio.current_time()
+        held: set[str] = set()
+        for txid in losses:
+            since = losing.setdefault(txid, now)
+            if now - since < self._loss_grace:
+                held.add(txid)
+                due = since + self._loss_grace
+                self._recheck[address] = min(self._recheck.get(address, due), due)
+        if losing:
+            self._losing[address] = losing
+        else:
+            self._losing.pop(address, None)
+        if not held:
+            return changes, current
+        known = self._known[address]
+        kept = dict(current)
+        for txid in held:
+            kept[txid] = known[txid]
+        return [c for c in changes if c.txid not in held], kept
+
     async def _not_in_log(self, address: str, changes: list[TxChange]) -> list[TxChange]:
         """After a restart: drop the changes already stored as events before it."""
-        self._unchecked_log.discard(address)
         if not changes:
             return changes
         latest: dict[str, tuple[str, int]] = {}
@@ -447,6 +513,16 @@ class AddressProducer:
             missing = [c.txid for c in tx_changes if c.txid not in self._amounts[address]]
             if missing:
                 await self._amounts_from_log(address, missing)
+        unfetched = [t for t in {**wanted, **history_wanted} if t not in self._parsed]
+        if unfetched:
+            # Amounts would be wrong: do the round again (the history may have moved on),
+            # unless a server keeps refusing, then go on rather than stall every address.
+            self._incomplete_rounds += 1
+            if self._incomplete_rounds < 5:
+                raise _Incomplete(f"{len(unfetched)} transaction(s) not available, "
+                                  f"e.g. {unfetched[0]}")
+            logger.warning("going on without %d transaction(s) (amounts may be 0): %s",
+                           len(unfetched), ", ".join(unfetched[:5]))
 
     async def _amounts_from_log(self, address: str, txids: list[str]) -> None:
         cached = self._amounts[address]
@@ -497,20 +573,20 @@ class AddressProducer:
         """``tx.large`` once per transaction first seen for a watched address (mined ones
         are the block scan's when it is on)."""
         events = []
+        seen: set[str] = set()
         for _, tx_changes in changes.values():
             for change in tx_changes:
-                if not change.first_seen or change.txid in self._large_seen:
+                if not change.first_seen or change.txid in self._large_seen or \
+                        change.txid in seen:
                     continue
                 if self._scan_blocks and change.height > 0:
                     continue
                 parsed = self._parsed.get(change.txid)
                 if parsed is None or parsed.total_out_sats < self._large_tx_sats:
                     continue
-                self._large_seen[change.txid] = None
+                seen.add(change.txid)
                 events.append(make_event("tx.large", change.txid, large_tx_data(
                     parsed, change.height)))
-        while len(self._large_seen) > _LARGE_SEEN:
-            self._large_seen.popitem(last=False)
         return events
 
 

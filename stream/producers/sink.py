@@ -9,6 +9,7 @@ The batcher reports committed batches through ``CommitTracker.publish``, one of 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import anyio
@@ -17,6 +18,8 @@ from batcher.events import Batch, Event
 from batcher.runner import BatchRunner, BatchSink
 
 __all__ = ["BatcherSink", "CommitTracker", "CommittedOnly", "TeeSink"]
+
+logger = logging.getLogger(__name__)
 
 
 class CommitTracker:
@@ -58,7 +61,10 @@ class TeeSink:
 
     def publish(self, batch: Batch) -> None:
         for sink in self._sinks:
-            sink.publish(batch)
+            try:
+                sink.publish(batch)
+            except Exception:  # one sink's bug must not starve the others
+                logger.exception("publishing batch %d to %r failed", batch.seq, sink)
 
 
 class BatcherSink:

@@ -58,10 +58,13 @@ def test_confirmations_never_below_one_for_a_mined_transaction() -> None:
     assert confirmations_at(0, tip=104) == 0
 
 
-def test_confirmation_updates_per_block_up_to_the_depth() -> None:
-    known = {A: 100, B: 0, C: 103}
-    updates, emitted = confirmation_updates(known, {A: 1, C: 1}, [101, 102, 103, 104], 3)
+def test_confirmation_updates_catch_up_every_count_up_to_the_depth() -> None:
+    known = {A: 100, B: 0, C: 103, D: 105}  # D: the server is a block ahead of the tip
+    updates, emitted = confirmation_updates(known, {A: 1, C: 1}, tip=104, depth=3)
     assert [(u.txid, u.confirmations) for u in updates] == [(A, 2), (A, 3), (C, 2)]
+    assert all(u.status == "confirmed" and u.height == known[u.txid] for u in updates)
     assert emitted == {A: 3, C: 2}
-    again, _ = confirmation_updates(known, emitted, [104], 3)
+    again, _ = confirmation_updates(known, emitted, tip=104, depth=3)
     assert again == []
+    later, _ = confirmation_updates(known, emitted, tip=110, depth=3)
+    assert [(u.txid, u.confirmations) for u in later] == [(C, 3), (D, 1), (D, 2), (D, 3)]
