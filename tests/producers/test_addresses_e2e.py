@@ -18,9 +18,10 @@ from batcher.events import Event
 from batcher.store import BatchStore, NewBatch, open_store
 from stream.electrum import ServerPool
 from stream.producers.addresses import AddressProducer
-from stream.producers.headers import BlockHeader, ChainHeader, Extended, Reorg, Tip
+from stream.producers.headers import Extended, Reorg, Tip
 from tests.bed.electrumx import ElectrumXServer
 from tests.bed.node import RegtestNode
+from tests.producers.support import chain_header
 
 pytestmark = pytest.mark.anyio
 
@@ -53,10 +54,6 @@ class StoringSink:
         except TimeoutError:
             print("\n".join(f"{e.type} {dict(e.data)}" for e in self.events))
             raise
-
-
-def chain_header(node: RegtestNode, height: int) -> ChainHeader:
-    return ChainHeader(height, BlockHeader.parse(node.header(height)))
 
 
 class Harness:

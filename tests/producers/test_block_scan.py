@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import anyio
@@ -12,7 +12,6 @@ import pytest
 from embit.script import Script
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
-from batcher.events import Event
 from stream.electrum import NoServerAvailable, ServerError, ServerPool
 from stream.producers.block_scan import (
     BlockScanner,
@@ -26,6 +25,7 @@ from stream.producers.txparse import parse_tx
 from tests.bed.bed import TipWaiter
 from tests.bed.electrumx import ElectrumXServer
 from tests.bed.node import RegtestNode
+from tests.producers.support import CollectingSink, chain_header, wait_until
 
 TXID_A = "aa" * 32
 TXID_B = "bb" * 32
@@ -33,22 +33,7 @@ TXID_B = "bb" * 32
 ELECTRUMX_END = ServerError(1, "no tx at position 2 in block at height 105")
 
 
-class CollectingSink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
 
-    async def emit(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:  # noqa: ASYNC109
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.02)
-
-
-def chain_header(node: RegtestNode, height: int) -> ChainHeader:
-    return ChainHeader(height, BlockHeader.parse(node.header(height)))
 
 
 # -- pure ------------------------------------------------------------------------------------

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import anyio
 import pytest
 
-from batcher.events import Event
 from stream.electrum import ServerError, ServerPool
 from stream.producers.fees import FeeProducer, fees_data, sat_per_vbyte
 from stream.producers.headers import BlockHeader, ChainHeader, Extended
 from tests.bed.bed import TipWaiter
 from tests.bed.electrumx import ElectrumXServer
 from tests.bed.node import RegtestNode
-
-
-class CollectingSink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def emit(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:  # noqa: ASYNC109
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.02)
+from tests.producers.support import CollectingSink, wait_until
 
 
 def test_estimates_are_sat_per_vbyte_or_none() -> None:

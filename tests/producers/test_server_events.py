@@ -14,23 +14,12 @@ from stream.electrum import ServerPool
 from stream.producers.server_events import ServerEvents, server_changes
 from tests.bed.electrumx import ElectrumXServer
 from tests.bed.node import RegtestNode
+from tests.producers.support import CollectingSink, wait_until
 
 A = "tcp://127.0.0.1:50001"
 B = "ssl://127.0.0.1:50002"
 
 
-class CollectingSink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def emit(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.02)
 
 
 def snap(url: str, state: str, height: int | None = 100,
@@ -128,17 +117,17 @@ async def test_a_server_leaving_and_coming_back_is_two_events(
                           connect_timeout=2.0) as pool, anyio.create_task_group() as tg:
         producer = ServerEvents(pool, sink, poll_seconds=0.05)
         await tg.start(producer.run)
-        await wait_until(lambda: producer.polls >= 3)
+        await wait_until(lambda: producer.polls >= 3, 30.0)
         assert sink.events == []  # configured but never opened
 
         await pool.request("server.ping")
-        await wait_until(lambda: len(sink.events) == 1)
+        await wait_until(lambda: len(sink.events) == 1, 30.0)
         joined = sink.events[0].data
         assert (joined["host"], joined["state"], joined["previous"]) == (url, "connected", None)
         assert joined["height"] == regtest_node.height
 
         await anyio.to_thread.run_sync(server.stop)
-        await wait_until(lambda: len(sink.events) == 2)
+        await wait_until(lambda: len(sink.events) == 2, 30.0)
         assert states(sink.events[1:]) == [(url, "backoff", "connected")]
 
         # While it is down the pool keeps trying: connecting / backoff, and no new event.
@@ -146,10 +135,10 @@ async def test_a_server_leaving_and_coming_back_is_two_events(
             return int(pool.stats()["servers"][0]["failures"])
 
         down_failures = failures()
-        await wait_until(lambda: failures() >= down_failures + 2)
+        await wait_until(lambda: failures() >= down_failures + 2, 30.0)
         assert len(sink.events) == 2
 
         await anyio.to_thread.run_sync(server.start)  # same ports, same DB
-        await wait_until(lambda: len(sink.events) == 3)
+        await wait_until(lambda: len(sink.events) == 3, 30.0)
         assert states(sink.events[2:]) == [(url, "connected", "backoff")]
         tg.cancel_scope.cancel()
