@@ -78,32 +78,55 @@ async def replay_then_live(
     *,
     epoch: str | None = None,
     page_size: int = 500,
-) -> AsyncIterator[Message | Gap]:
+    chunk_size: int = 100,
+) -> AsyncIterator[list[Message] | Gap]:
     """Everything ``subscriber`` should get after seq ``after`` (``None``: live only).
 
     ``subscriber`` must already be subscribed to the hub, and ``cursor.seq`` set to where a
     live-only client starts (the hub's last published seq). Yields a ``Gap`` first when
     part of the history is gone (also if pruning races the replay), then replayed
-    messages in seq order, then live ones. ``cursor`` advances past batches the filter
-    drops; the caller advances it past what it sent.
+    messages in seq order, then live ones. Messages come in chunks (non-empty lists of at
+    most ``chunk_size``, in seq order) for the transport to write at once: a client
+    that fell a little behind catches up in one write. ``cursor`` advances past batches
+    the filter drops; the caller advances it past what it sent.
     """
     if after is not None:
         gap, start = await plan_resume(source, after, epoch)
         cursor.seq = start
         if gap is not None:
             yield gap
+        position = cursor.seq  # the last seq the replay has looked at
         while True:
-            page = await source.batches_after(cursor.seq, page_size)
+            page = await source.batches_after(position, page_size)
+            chunk: list[Message] = []
             for batch in page:
-                if batch.seq > cursor.seq + 1:  # pruned while we were replaying
-                    yield Gap(cursor.seq + 1, batch.seq - 1, "retention")
+                if batch.seq > position + 1:  # pruned while we were replaying
+                    if chunk:
+                        yield chunk
+                        chunk = []
+                    yield Gap(position + 1, batch.seq - 1, "retention")
+                position = batch.seq
                 filtered = subscriber.filter.apply(batch)
                 if filtered is not None:
-                    yield Message.encode(filtered)
-                cursor.seq = batch.seq
+                    chunk.append(Message.encode(filtered))
+                    if len(chunk) == chunk_size:
+                        yield chunk
+                        chunk = []
+                elif not chunk:
+                    # Past a dropped batch only when nothing before it is still unsent:
+                    # the cursor must never run ahead of what the client really has.
+                    cursor.seq = position
+            if chunk:
+                yield chunk
+            cursor.seq = max(cursor.seq, position)
             if len(page) < page_size:
                 break
     replayed_to = cursor.seq
-    async for message in subscriber:
-        if message.seq > replayed_to:
-            yield message
+    # Live batches at or below the last replayed seq reached the store (and the replay)
+    # before this client's live buffer: skip them rather than send them twice.
+    while messages := await subscriber.receive(chunk_size):
+        if messages[0].seq <= replayed_to:
+            messages = [m for m in messages if m.seq > replayed_to]
+            if not messages:
+                continue
+        yield messages

@@ -73,7 +73,7 @@ async def events_endpoint(request: Request) -> Response:
         await services.watch(client_filter.addresses)
     retry_ms = services.limits.sse_retry_ms
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         # Subscribed here, inside the body, so a client that never reads the body (HEAD,
         # an early disconnect) leaves nothing behind; still before the store is read.
         try:
@@ -91,10 +91,11 @@ async def events_endpoint(request: Request) -> Response:
                 if isinstance(item, Gap):
                     yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
                 else:
-                    yield ServerSentEvent(
-                        data=item.payload.decode(), event=item.type, id=str(item.seq)
-                    )
-                    cursor.seq = item.seq
+                    # Frames the hub encoded once for every client; whatever piled up
+                    # while this client waited for its turn goes out in one write.
+                    yield item[0].sse_frame if len(item) == 1 else b"".join(
+                        message.sse_frame for message in item)
+                    cursor.seq = item[-1].seq
             # The hub ended this stream: slow client or shutdown. EventSource comes back
             # after `retry` ms with Last-Event-ID and replay fills in what it missed.
             if subscriber.reason is DisconnectReason.SLOW_CLIENT:

@@ -77,13 +77,17 @@ class _Connection:
         self.closed = False
         self.task_group: anyio.abc.TaskGroup | None = None
 
-    async def send(self, message: dict[str, Any] | bytes) -> None:
-        data = message if isinstance(message, bytes) else orjson.dumps(message)
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.send_texts([orjson.dumps(message).decode()])
+
+    async def send_texts(self, texts: list[str]) -> None:
+        """Send each text as one frame, in order, under one lock and one deadline."""
         async with self.send_lock:
             # A peer that stops reading would block this send forever (and hold its
             # subscriber, connection and per-IP slot): give up after a while.
             with anyio.fail_after(self.limits.ws_send_timeout):
-                await self.ws.send_text(data.decode())
+                for text in texts:
+                    await self.ws.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:
@@ -213,8 +217,10 @@ class _Connection:
                     if isinstance(item, Gap):
                         await self.send({"op": "gap", **item.to_dict()})
                     else:
-                        await self.send(item.ws_payload)
-                        cursor.seq = item.seq
+                        # One frame per batch, encoded once by the hub for every client;
+                        # what piled up while this client waited goes out under one lock.
+                        await self.send_texts([message.ws_text for message in item])
+                        cursor.seq = item[-1].seq
             except (WebSocketDisconnect, RuntimeError, TimeoutError):
                 self.closed = True  # gone, or not reading at all: let it go
                 return

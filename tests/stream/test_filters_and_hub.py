@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import anyio
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sse_starlette import ServerSentEvent
 
 from batcher.events import Batch, Event
 from stream.filters import ClientFilter, FilterError
@@ -70,6 +73,20 @@ def test_unknown_type_and_negative_min_sats_are_refused() -> None:
 def test_ws_payload_is_the_batch_with_an_op() -> None:
     message = Message.encode(block(5))
     assert orjson.loads(message.ws_payload) == {"op": "batch", **orjson.loads(message.payload)}
+    assert orjson.loads(message.ws_text) == orjson.loads(message.ws_payload)
+
+
+@given(seq=st.integers(1, 2**53), address=st.text(), status=st.text())
+def test_the_pre_encoded_sse_frame_is_what_sse_starlette_would_send(
+    seq: int, address: str, status: str
+) -> None:
+    # Any text in the data (newlines, CR, U+2028, quotes) must still make one data: line
+    # that EventSource parses back to the batch.
+    event = Event("address", address, {"address": address, "status": status}, 1.0)
+    message = Message.encode(Batch(seq, "epoch-1", "address", (event,), 1.0))
+    expected = ServerSentEvent(data=message.payload.decode(), event="address", id=str(seq))
+    assert message.sse_frame == expected.encode()
+    assert message.sse_frame.count(b"\ndata: ") == 1
 
 
 @pytest.fixture
@@ -135,3 +152,41 @@ async def test_closing_the_hub_ends_every_stream_and_later_batches_wait_for_repl
     assert hub.last_seq == 2 and hub.deliveries == {"sse": 1}
     with pytest.raises(RuntimeError, match="cannot subscribe to a closed hub"):
         hub.subscribe("ws", ClientFilter())
+
+
+@pytest.mark.anyio
+async def test_a_client_that_waited_gets_everything_buffered_in_one_receive(
+    hubs: list[Hub],
+) -> None:
+    hub = Hub(buffer_size=10)
+    hubs.append(hub)
+    subscriber = hub.subscribe("ws", ClientFilter())
+    for seq in range(1, 8):
+        hub.publish(block(seq))
+    with anyio.fail_after(1):
+        assert [m.seq for m in await subscriber.receive(max_messages=5)] == [1, 2, 3, 4, 5]
+        assert [m.seq for m in await subscriber.receive()] == [6, 7]
+
+
+@pytest.mark.anyio
+async def test_a_waiting_client_is_woken_by_a_publish_and_by_a_cut(hubs: list[Hub]) -> None:
+    hub = Hub(buffer_size=2)
+    hubs.append(hub)
+    subscriber = hub.subscribe("sse", ClientFilter())
+    received: list[list[int]] = []
+
+    async def client() -> None:
+        while messages := await subscriber.receive():
+            received.append([m.seq for m in messages])
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client)
+            await anyio.wait_all_tasks_blocked()
+            hub.publish(block(1))
+            await anyio.wait_all_tasks_blocked()
+            for seq in (2, 3, 4):  # the client is not scheduled in between: overflow
+                hub.publish(block(seq))
+    assert received == [[1]]
+    assert subscriber.reason is DisconnectReason.SLOW_CLIENT
+
