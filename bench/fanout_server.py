@@ -129,6 +129,7 @@ async def run_chainwire(args: argparse.Namespace) -> None:
 
     from stream.app import create_app, end_streams
     from stream.services import Limits
+    from stream.serving import uvicorn_config
     from stream.settings import Settings
 
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
@@ -143,10 +144,8 @@ async def run_chainwire(args: argparse.Namespace) -> None:
         log_level="error",
     )
     app = create_app(settings, Limits(max_connections_per_ip=1_000_000))
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=args.port, log_config=None, log_level="error",
-        access_log=False, lifespan="on", ws="websockets-sansio", backlog=4096,
-    ))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=args.port,
+                                           log_level="error"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
     while not server.started:

@@ -105,23 +105,15 @@ def serve(settings: Settings) -> int:
     from sse_starlette.sse import AppStatus
 
     from stream.app import create_app, end_streams
+    from stream.serving import uvicorn_config
 
     # We end SSE streams ourselves (with a retry hint) before uvicorn's shutdown; without
     # this, sse-starlette's own watcher races us and may cut them first.
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     app = create_app(settings)
 
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep our logging set-up
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-        lifespan="on",
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn_config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, timeout_graceful_shutdown=10)
     server = GracefulServer(config)
     server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully
     return 0 if server.started else EXIT_STARTUP_FAILED

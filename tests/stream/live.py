@@ -12,6 +12,7 @@ import uvicorn
 from batcher.events import Event
 from stream.app import create_app, end_streams
 from stream.services import Limits, Services
+from stream.serving import uvicorn_config
 from stream.settings import Settings
 from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
@@ -42,9 +43,7 @@ async def live_server(servers: list[ElectrumXServer], limits: Limits | None = No
                           database_url=pg_url_for(name), **settings)
         app = create_app(config, limits, producers=producers)
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-            ws="websockets-sansio"))
+        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve)
             with anyio.fail_after(10):

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from batcher.events import Event
 from stream.app import create_app, end_streams
 from stream.services import Limits, Services
+from stream.serving import uvicorn_config
 from stream.settings import Settings
 from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
@@ -241,8 +242,7 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                           database_url=pg_url_for(name), window_ms=60_000)
         app = create_app(config)
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_config=None, ws="websockets-sansio"))
+        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve)
             with anyio.fail_after(10):
