@@ -190,3 +190,22 @@ async def test_a_waiting_client_is_woken_by_a_publish_and_by_a_cut(hubs: list[Hu
     assert received == [[1]]
     assert subscriber.reason is DisconnectReason.SLOW_CLIENT
 
+
+
+@pytest.mark.anyio
+async def test_a_changed_filter_moves_the_client_to_its_new_group(hubs: list[Hub]) -> None:
+    hub = Hub(buffer_size=10)
+    hubs.append(hub)
+    blocks_only = ClientFilter.build(types=["block"])
+    mover = hub.subscribe("ws", blocks_only)
+    stayer = hub.subscribe("ws", blocks_only)
+    mover.set_filter(ClientFilter.build(types=["address"], addresses=[ALICE]))
+    assert hub.stats()["filters"] == 2
+    hub.publish(block(1))
+    hub.publish(batch(2, address_event(ALICE, 5), address_event(BOB, 6)))
+    with anyio.fail_after(1):
+        assert [(m.seq, m.count) for m in await mover.receive()] == [(2, 1)]
+        assert [m.seq for m in await stayer.receive()] == [1]
+    stayer.close()
+    assert hub.stats()["filters"] == 1
+    assert hub.deliveries == {"ws": 2}  # a client that left still counts
