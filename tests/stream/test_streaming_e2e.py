@@ -175,6 +175,34 @@ async def test_a_slow_ws_client_is_cut_with_its_resume_point_and_loses_nothing(
 
 
 @pytest.mark.anyio
+async def test_a_ws_client_that_stops_reading_is_let_go_and_the_others_keep_streaming(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    # A buffer the hub never fills: only the send watchdog can notice this client.
+    limits = Limits(client_buffer=100_000, ws_send_timeout=1.0)
+    async with live_server(electrumx_servers, limits, window_events=1) as live:
+        async with connect(live.ws, max_queue=1) as stuck, connect(live.ws) as reader:
+            await ws_subscribe(stuck, types=["address"])  # then never reads again
+            await ws_subscribe(reader, types=["address"])
+            padding = "x" * 50_000  # 200 batches of 50 KB: far more than socket buffers
+            big = [Event("address", ADDRESS, {**address_event(n).data, "memo": padding},
+                         ts=time.time()) for n in range(200)]
+            await live.emit(*big)
+            assert len(await ws_batches(reader, 200)) == 200
+            # Those may all fit the server's send buffer at once; the next send blocks.
+            await live.emit(*(address_event(n) for n in range(5)))
+            assert len(await ws_batches(reader, 5)) == 5
+            hub = live.services.hub
+            with anyio.fail_after(15):
+                while hub.stats()["clients"].get("ws", 0) > 1:
+                    await anyio.sleep(0.1)
+            assert live.services.connections_by_ip == {"127.0.0.1": 1}  # the reader's
+            await live.emit(address_event(1_000))
+            [after] = await ws_batches(reader, 1)
+            assert after["events"][0]["data"]["txid"] == f"{1_000:064x}"
+
+
+@pytest.mark.anyio
 async def test_bad_ws_input_gets_errors_and_the_connection_stays(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
