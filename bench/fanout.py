@@ -30,7 +30,8 @@ Systems:
 Every system sends the same frames: Chainwire's batch JSON of 10 ``address`` events (about
 3 KB), ``{"op":"batch",...}`` on WS, as SSE ``data:``; no compression unless
 ``--ws-deflate`` (then the WS clients offer permessage-deflate as browsers and the
-``websockets`` client do; the limit server never accepts it, Nchan as configured neither).
+``websockets`` client do, and Chainwire accepts it as with ``CHAINWIRE_WS_COMPRESSION=true``;
+the limit server never accepts it, Nchan as configured neither).
 
 Needs: nginx and Nchan for (b) (Debian: ``apt-get install nginx-light libnginx-mod-nchan``;
 without them (b) is skipped and says why). The machine has 2 cores shared with others:
@@ -328,6 +329,8 @@ async def chainwire(args: argparse.Namespace, workdir: Path) -> AsyncIterator[Ta
     port = free_port()
     async with contextlib.AsyncExitStack() as stack:
         argv = python_module("bench.fanout_server", "chainwire", "--port", str(port))
+        if args.ws_deflate:
+            argv.append("--ws-compression")
         if args.pg:
             from bench.persist import fresh_database
 
@@ -544,7 +547,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nchan-workers", type=int, default=1)
     parser.add_argument("--ws-deflate", action="store_true",
                         help="WS clients offer permessage-deflate (browsers and the "
-                             "websockets client do)")
+                             "websockets client do) and Chainwire accepts it "
+                             "(CHAINWIRE_WS_COMPRESSION=true)")
     parser.add_argument("--window-ms", type=float, default=500,
                         help="Chainwire's batch window, for the p99 goal (window + 50 ms)")
     parser.add_argument("--pg", action="store_true",

@@ -145,7 +145,8 @@ async def run_chainwire(args: argparse.Namespace) -> None:
     )
     app = create_app(settings, Limits(max_connections_per_ip=1_000_000))
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=args.port,
-                                           log_level="error"))
+                                           log_level="error",
+                                           ws_compression=args.ws_compression))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -310,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     cw = sub.add_parser("chainwire")
     cw.add_argument("--port", type=int, required=True)
+    cw.add_argument("--ws-compression", action="store_true",
+                    help="accept permessage-deflate (CHAINWIRE_WS_COMPRESSION=true)")
     cw.add_argument("--database-url", default=None,
                     help="default: a SQLite file in a temporary directory")
     limit = sub.add_parser("limit")

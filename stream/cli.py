@@ -113,7 +113,9 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
 
     config = uvicorn_config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, timeout_graceful_shutdown=10)
+                            log_level=settings.log_level,
+                            ws_compression=settings.ws_compression,
+                            timeout_graceful_shutdown=10)
     server = GracefulServer(config)
     server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully
     return 0 if server.started else EXIT_STARTUP_FAILED

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         "(Authorization: Bearer KEY, or ?key=KEY); empty means open",
         json_schema_extra={"expect": "a comma-separated list of keys", "secret": True},
     )
+    ws_compression: bool = Field(
+        False,
+        description="accept WebSocket permessage-deflate when a client offers it: less "
+        "bandwidth, but every frame is compressed once per client (CPU at fan-out scale)",
+        json_schema_extra={"expect": "true or false"},
+    )
     host: str = Field(
         "127.0.0.1", min_length=1,
         description="address to listen on (--host overrides)",

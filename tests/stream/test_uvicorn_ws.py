@@ -69,11 +69,12 @@ async def deny(websocket: WebSocket) -> None:
 
 
 @asynccontextmanager
-async def serving(protocol: type[WebSocketsSansIOProtocol]) -> AsyncIterator[str]:
+async def serving(protocol: type[WebSocketsSansIOProtocol], *,
+                  ws_compression: bool = False) -> AsyncIterator[str]:
     app = Starlette(routes=[WebSocketRoute("/burst", burst), WebSocketRoute("/deny", deny)])
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, ws=protocol,
-                                           lifespan="off"))
+                                           lifespan="off", ws_compression=ws_compression))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(10):
@@ -123,3 +124,18 @@ async def test_the_default_config_uses_it_and_denials_and_pings_still_work() -> 
             await client.send("deny-after-accept")
             with anyio.fail_after(5), pytest.raises(ConnectionClosed):
                 await client.recv()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ws_compression", [False, True])
+async def test_permessage_deflate_only_when_configured(ws_compression: bool) -> None:
+    async with serving(BulkWriteWebSocketProtocol, ws_compression=ws_compression) as base, \
+            connect(f"{base}/burst") as client:  # the websockets client offers deflate
+        assert bool(client.protocol.extensions) is ws_compression
+        await client.send("go")
+        with anyio.fail_after(10), pytest.raises(ConnectionClosed):
+            received = [await client.recv() for _ in range(FRAMES)]
+            assert received == [f"frame {i}" for i in range(FRAMES)]
+            while True:
+                await client.recv()
+
