@@ -91,6 +91,7 @@ async def replay_then_live(
     the filter drops; the caller advances it past what it sent.
     """
     if after is not None:
+        cursor.seq = after  # what the client has, should planning fail (store down)
         gap, start = await plan_resume(source, after, epoch)
         cursor.seq = start
         if gap is not None:

@@ -17,6 +17,7 @@ It relies on uvicorn's ``WebSocketsSansIOProtocol`` attributes (``conn``, ``tran
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
@@ -29,7 +30,27 @@ __all__ = ["BulkWriteWebSocketProtocol"]
 class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
     """Data frames sent in one event-loop turn go out in one ``transport.write``."""
 
+    #: Written at once past this many queued bytes, so the transport's back-pressure
+    #: (``pause_writing`` at its 64 KiB high-water mark) stops a sender mid-chunk rather
+    #: than after a whole backlog is copied into the socket buffer.
+    max_queued_bytes = 64 * 1024
+
     _flush_handle: asyncio.Handle | None = None
+    _queued_bytes = 0
+
+    async def run_asgi(self) -> None:
+        app = self.app
+
+        async def app_then_flush(scope: Any, receive: Any, send: Any) -> None:
+            # uvicorn closes the transport as soon as the app returns: write what is
+            # queued first, or an app that ends without a close would lose its last frames.
+            try:
+                await app(scope, receive, send)
+            finally:
+                self._flush()
+
+        self.app = app_then_flush
+        await super().run_asgi()
 
     async def send(self, message: ASGISendEvent) -> None:
         if (message["type"] != "websocket.send" or not self.handshake_complete
@@ -43,20 +64,27 @@ class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
             raise ClientDisconnected()
         try:
             data = message.get("bytes")
-            if data is not None:
-                self.conn.send_binary(data)
-            else:
+            if data is None:
                 text = message.get("text")
                 if text is None:
                     return
-                self.conn.send_text(text.encode())
+                data = text.encode()
+                self.conn.send_text(data)
+            else:
+                self.conn.send_binary(data)
         except InvalidState:
             raise ClientDisconnected() from None
-        if self._flush_handle is None:
+        self._queued_bytes += len(data)
+        if self._queued_bytes >= self.max_queued_bytes:
+            self._flush()
+        elif self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_handle = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._queued_bytes = 0
         if self.transport.is_closing():
             return
         output = self.conn.data_to_send()

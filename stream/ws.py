@@ -88,9 +88,11 @@ class _Connection:
         """Send each text as one frame, in order, under one lock (``watch_sends`` bounds
         how long that may take)."""
         async with self.send_lock:
-            self.sending_since = time.monotonic()
             try:
                 for text in texts:
+                    # Per frame: the watchdog measures a lack of progress, not how long a
+                    # big chunk takes a slow but reading client.
+                    self.sending_since = time.monotonic()
                     await self.ws.send_text(text)
             finally:
                 self.sending_since = None

@@ -13,7 +13,7 @@ from sse_starlette import ServerSentEvent
 
 from batcher.events import Batch, Event
 from stream.filters import ClientFilter, FilterError
-from stream.hub import DisconnectReason, Hub, Message
+from stream.hub import DisconnectReason, Hub, Message, Subscriber
 
 ALICE, BOB = "bcrt1qalice", "bcrt1qbob"
 
@@ -209,3 +209,24 @@ async def test_a_changed_filter_moves_the_client_to_its_new_group(hubs: list[Hub
     stayer.close()
     assert hub.stats()["filters"] == 1
     assert hub.deliveries == {"ws": 2}  # a client that left still counts
+
+
+@pytest.mark.anyio
+async def test_an_idle_waiter_is_woken_by_a_cut_and_by_shutdown(hubs: list[Hub]) -> None:
+    hub = Hub(buffer_size=2)
+    hubs.append(hub)
+    cut = hub.subscribe("ws", ClientFilter())
+    closed = hub.subscribe("sse", ClientFilter.build(types=["fees"]))
+    results: dict[str, list[Message]] = {}
+
+    async def wait(name: str, subscriber: Subscriber) -> None:
+        results[name] = await subscriber.receive()
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, "cut", cut)
+            tg.start_soon(wait, "closed", closed)
+            await anyio.wait_all_tasks_blocked()
+            cut._end(DisconnectReason.SLOW_CLIENT)  # as a failing filter does
+            hub.close()
+    assert results == {"cut": [], "closed": []}

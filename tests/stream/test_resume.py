@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batcher.events import Event
@@ -96,3 +97,31 @@ async def test_replay_chunks_never_move_the_resume_point_past_an_unsent_batch(
         finally:
             subscriber.close()
     assert sent == list(range(1, 30, 2))
+
+
+@pytest.mark.anyio
+async def test_live_batches_already_replayed_are_not_sent_twice(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        hub = Hub()
+        subscriber = hub.subscribe("ws", ClientFilter())
+        cursor = Cursor(hub.last_seq)
+        # Committed and published while the client was subscribing: in the store (so in
+        # the replay) and in its live buffer too.
+        stored = await store.save_batches([block(h, NEW) for h in range(1, 6)])
+        for batch in stored[3:]:
+            hub.publish(batch)
+        seqs: list[int] = []
+        try:
+            with anyio.fail_after(5):
+                async for item in replay_then_live(store, subscriber, 0, cursor):
+                    assert isinstance(item, list)
+                    seqs.extend(message.seq for message in item)
+                    cursor.seq = item[-1].seq
+                    if cursor.seq == 5:
+                        [later] = await store.save_batches([block(6, NEW)])
+                        hub.publish(later)
+                    if cursor.seq == 6:
+                        break
+        finally:
+            subscriber.close()
+    assert seqs == [1, 2, 3, 4, 5, 6]

@@ -64,6 +64,27 @@ async def burst(websocket: WebSocket) -> None:
     await websocket.close(4008, "slow client; resume_from=299")
 
 
+sent_to_stuck: list[int] = []
+
+
+async def flood(websocket: WebSocket) -> None:
+    """Big frames to a client that does not read: back-pressure must stop the app."""
+    await websocket.accept()
+    for i in range(200):
+        await websocket.send_bytes(b"x" * 50_000)
+        sent_to_stuck.append(i)
+
+
+async def trickle(websocket: WebSocket) -> None:
+    """Frames, then a pause (the end-of-turn flush), then frames and a return without close."""
+    await websocket.accept()
+    for i in range(3):
+        await websocket.send_text(f"first {i}")
+    assert await websocket.receive_text() == "more"
+    for i in range(3):
+        await websocket.send_text(f"last {i}")
+
+
 async def deny(websocket: WebSocket) -> None:
     await websocket.close(1008)  # before accept: an HTTP 403
 
@@ -71,7 +92,8 @@ async def deny(websocket: WebSocket) -> None:
 @asynccontextmanager
 async def serving(protocol: type[WebSocketsSansIOProtocol], *,
                   ws_compression: bool = False) -> AsyncIterator[str]:
-    app = Starlette(routes=[WebSocketRoute("/burst", burst), WebSocketRoute("/deny", deny)])
+    app = Starlette(routes=[WebSocketRoute("/burst", burst), WebSocketRoute("/deny", deny),
+                            WebSocketRoute("/flood", flood), WebSocketRoute("/trickle", trickle)])
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, ws=protocol,
                                            lifespan="off", ws_compression=ws_compression))
@@ -138,4 +160,30 @@ async def test_permessage_deflate_only_when_configured(ws_compression: bool) -> 
             assert received == [f"frame {i}" for i in range(FRAMES)]
             while True:
                 await client.recv()
+
+
+@pytest.mark.anyio
+async def test_frames_before_a_pause_and_before_the_app_returns_are_all_sent() -> None:
+    async with serving(BulkWriteWebSocketProtocol) as base, \
+            connect(f"{base}/trickle") as client:
+        with anyio.fail_after(5):
+            assert [await client.recv() for _ in range(3)] == [f"first {i}" for i in range(3)]
+            await client.send("more")
+            assert [await client.recv() for _ in range(3)] == [f"last {i}" for i in range(3)]
+
+
+@pytest.mark.anyio
+async def test_a_client_that_does_not_read_stops_the_sender() -> None:
+    sent_to_stuck.clear()
+    async with serving(BulkWriteWebSocketProtocol) as base, \
+            connect(f"{base}/flood", max_queue=1) as stuck:
+        await anyio.sleep(1.5)
+        # Socket buffers take a few MB at most; the rest must wait, not pile up in memory.
+        assert 0 < len(sent_to_stuck) < 200
+        received = 0
+        with anyio.fail_after(20):
+            while received < 200:
+                assert len(await stuck.recv()) == 50_000
+                received += 1
+    assert len(sent_to_stuck) == 200
 
