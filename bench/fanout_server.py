@@ -236,9 +236,8 @@ async def run_limit(args: argparse.Namespace) -> None:
         async def publish(i: int) -> None:
             nonlocal cut
             message = encode_batch(i + 1)
-            websockets.broadcast(ws_clients, message.ws_payload.decode())
-            frame = chunk(b"id: %d\r\nevent: %b\r\ndata: %b\r\n\r\n"
-                          % (message.seq, message.type.encode(), message.payload))
+            websockets.broadcast(ws_clients, message.ws_text)
+            frame = chunk(message.sse_frame)
             for transport in list(sse_clients):
                 if transport.get_write_buffer_size() > 4 << 20:
                     transport.abort()  # a client this far behind is cut, as the hub does
@@ -288,7 +287,7 @@ async def run_nchan_publisher(args: argparse.Namespace) -> None:
     async def publish(i: int) -> None:
         nonlocal failures
         try:
-            status = await asyncio.wait_for(post(encode_batch(i + 1).ws_payload), 5)
+            status = await asyncio.wait_for(post(encode_batch(i + 1).ws_text.encode()), 5)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             status = repr(exc).encode()
             if connection:

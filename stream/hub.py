@@ -50,10 +50,6 @@ class Message:
     sse_frame: bytes
     ws_text: str
 
-    @property
-    def ws_payload(self) -> bytes:
-        return self.ws_text.encode()
-
     @classmethod
     def encode(cls, batch: Batch) -> Message:
         # orjson escapes newlines inside strings, so the JSON is one line: one data: field.
