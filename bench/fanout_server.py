@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from batcher.events import Batch, Event
-from stream.hub import Message
+from stream.fanout.hub import Message
 
 EVENTS_PER_BATCH = 10
 

@@ -30,10 +30,10 @@ import asyncpg
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from batcher._rows import batch_rows
 from batcher.events import Batch, Event
 from batcher.runner import BatcherConfig, BatchRunner
 from batcher.store import NewBatch, open_store
+from batcher.store.rows import batch_rows
 
 _EVENT_COLUMNS = ("seq", "idx", "id", "type", "key", "ts", "value_sats", "data")
 

@@ -22,15 +22,15 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from stream import __version__
-from stream.api import api_routes
-from stream.auth import ApiKeyMiddleware
-from stream.health import check_health
-from stream.http_errors import ApiError, api_error_handler, http_exception_handler
 from stream.metrics import metrics_endpoint
 from stream.services import Limits, Services, run_services
 from stream.settings import Settings
-from stream.sse import events_endpoint
-from stream.ws import ws_endpoint
+from stream.transports.sse import events_endpoint
+from stream.transports.ws import ws_endpoint
+from stream.web.auth import ApiKeyMiddleware
+from stream.web.errors import ApiError, api_error_handler, http_exception_handler
+from stream.web.health import check_health
+from stream.web.routes import api_routes
 
 __all__ = ["STATIC_DIR", "create_app", "end_streams"]
 

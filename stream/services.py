@@ -25,9 +25,9 @@ from batcher.retention import RetentionPruner
 from batcher.runner import BatcherConfig, BatchRunner
 from batcher.store import BatchStore, open_store
 from batcher.window import WindowLimits
-from stream.addresses import canonical_address
 from stream.electrum import ServerPool
-from stream.hub import Hub
+from stream.electrum.validate import canonical_address
+from stream.fanout.hub import Hub
 from stream.metrics import ChainwireCollector, MeteredSink
 from stream.producers.sink import BatcherSink, CommitTracker, TeeSink
 from stream.producers.supervisor import Producers

@@ -8,7 +8,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from stream.uvicorn_ws import BulkWriteWebSocketProtocol
+from stream.transports.uvicorn_ws import BulkWriteWebSocketProtocol
 
 __all__ = ["uvicorn_config"]
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from stream.default_servers import DEFAULT_SERVERS
+from stream.electrum.default_servers import DEFAULT_SERVERS
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "describe_variables", "load_settings"]
 

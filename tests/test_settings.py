@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.default_servers import DEFAULT_SERVERS, NETWORKS
+from stream.electrum.default_servers import DEFAULT_SERVERS, NETWORKS
 from stream.settings import ConfigError, load_settings, unknown_variables
 
 

@@ -29,7 +29,7 @@ from .errors import (
     ServerError,
     ServerThrottled,
 )
-from .policy import GrowthPolicy, RoundRobin
+from .policy import GrowthPolicy, RoundRobin, majority_tip
 from .subscriptions import HeaderSubscription, ScripthashSubscription, Subscriptions
 from .upstream import ServerState, Upstream
 from .urls import parse_servers
@@ -374,6 +374,15 @@ class ServerPool:
                 u.stats(now, lagging=self._subs.is_lagging(u)) for u in self._upstreams
             ],
         }
+
+    def servers_tip(self) -> int | None:
+        """The servers' tip: the one rule every user of the pool applies (the lower median
+        of the connected servers' heights, so one server ahead, or on a branch the block
+        producer rejected, holds nothing up). None while no connected server has a tip."""
+        return majority_tip(
+            s["height"] for s in self.stats()["servers"]
+            if s["state"] == "connected" and isinstance(s["height"], int)
+        )
 
     # -- growth and selection -----------------------------------------------------------
     def _grow(self, count: int) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "NETWORKS",
     "address_to_script",
     "address_to_scripthash",
+    "canonical_address",
     "script_to_scripthash",
     "validate_network",
     "validate_scripthash",
@@ -105,3 +106,14 @@ def script_to_scripthash(script: bytes) -> str:
 def address_to_scripthash(address: object, network: str) -> str:
     """The Electrum scripthash of an address on ``network`` (``ValueError`` if invalid)."""
     return script_to_scripthash(address_to_script(address, network))
+
+
+_BECH32_PREFIXES: Final = ("bc1", "tb1", "bcrt1")
+
+
+def canonical_address(address: str, network: str) -> str:
+    """Validate ``address`` for ``network`` (``ValueError`` naming it and why) and return
+    its canonical form: bech32 in lower case, base58 as given."""
+    address_to_script(address, network)
+    text = address.strip()
+    return text.lower() if text.lower().startswith(_BECH32_PREFIXES) else text

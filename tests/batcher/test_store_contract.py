@@ -10,8 +10,8 @@ import pytest
 
 from batcher.events import Batch, Event
 from batcher.store import BatchStore, NewBatch, encode_batch, open_store, redact_url
-from batcher.store_postgres import PostgresStore
-from batcher.store_sqlite import SQLiteStore
+from batcher.store.postgres import PostgresStore
+from batcher.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

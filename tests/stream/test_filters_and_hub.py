@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sse_starlette import ServerSentEvent
 
 from batcher.events import Batch, Event
-from stream.filters import ClientFilter, FilterError
-from stream.hub import DisconnectReason, Hub, Message, Subscriber
+from stream.fanout.filters import ClientFilter, FilterError
+from stream.fanout.hub import DisconnectReason, Hub, Message, Subscriber
 
 ALICE, BOB = "bcrt1qalice", "bcrt1qbob"
 

@@ -9,9 +9,9 @@ import pytest
 
 from batcher.events import Event
 from batcher.store import NewBatch, open_store
-from stream.filters import ClientFilter
-from stream.hub import Hub
-from stream.resume import Cursor, Gap, replay_then_live
+from stream.fanout.filters import ClientFilter
+from stream.fanout.hub import Hub
+from stream.fanout.resume import Cursor, Gap, replay_then_live
 
 OLD, NEW = 1_000.0, 2_000.0
 

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream.serving import uvicorn_config
-from stream.uvicorn_ws import BulkWriteWebSocketProtocol
+from stream.transports.uvicorn_ws import BulkWriteWebSocketProtocol
 from tests.server_process import free_port
 
 FRAMES = 300

@@ -6,7 +6,13 @@ import orjson
 import pytest
 
 from stream.electrum.validate import address_to_script
-from stream.ws_protocol import Ping, ProtocolError, Subscribe, Unsubscribe, parse_client_message
+from stream.transports.ws_protocol import (
+    Ping,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    parse_client_message,
+)
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 

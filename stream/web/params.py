@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from stream.http_errors import ApiError
+from stream.web.errors import ApiError
 
 __all__ = ["MAX_INT", "int_param"]
 

@@ -25,12 +25,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from batcher.store import StoreError
 from stream import __version__
-from stream.filters import ClientFilter
-from stream.http_errors import error_response
-from stream.hub import DisconnectReason, Subscriber
-from stream.resume import Cursor, Gap, replay_then_live
+from stream.fanout.filters import ClientFilter
+from stream.fanout.hub import DisconnectReason, Subscriber
+from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
-from stream.ws_protocol import Ping, ProtocolError, Subscribe, parse_client_message
+from stream.transports.ws_protocol import Ping, ProtocolError, Subscribe, parse_client_message
+from stream.web.errors import error_response
 
 __all__ = ["CLOSE_SLOW_CLIENT", "ws_endpoint"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from batcher.events import Batch, Event
-from batcher.store import NewBatch
+from batcher.store.interface import NewBatch
 
 __all__ = [
     "BatchRow",

@@ -20,7 +20,7 @@ import anyio
 import orjson
 
 from batcher.events import Batch
-from stream.filters import ClientFilter
+from stream.fanout.filters import ClientFilter
 
 __all__ = ["DisconnectReason", "Hub", "HubState", "Message", "Subscriber"]
 

@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 import asyncpg
 
-from batcher._rows import batch_rows, batches_from_rows
 from batcher.events import Batch
-from batcher.store import NewBatch, StoreError, StoreUnavailable, redact_url
-from batcher.store_base import StoreBase, check_limit
+from batcher.store.base import StoreBase, check_limit
+from batcher.store.interface import NewBatch, StoreError, StoreUnavailable, redact_url
+from batcher.store.rows import batch_rows, batches_from_rows
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 

@@ -17,12 +17,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stream.filters import ClientFilter, FilterError
-from stream.http_errors import ApiError
-from stream.hub import DisconnectReason, HubState
-from stream.params import MAX_INT, int_param
-from stream.resume import Cursor, Gap, replay_then_live
+from stream.fanout.filters import ClientFilter, FilterError
+from stream.fanout.hub import DisconnectReason, HubState
+from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
+from stream.web.errors import ApiError
+from stream.web.params import MAX_INT, int_param
 
 __all__ = ["events_endpoint", "filter_from_query"]
 

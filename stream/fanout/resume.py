@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from batcher.events import Batch
-from stream.hub import Message, Subscriber
+from stream.fanout.hub import Message, Subscriber
 
 __all__ = ["Cursor", "Gap", "ReplaySource", "replay_then_live"]
 

@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from batcher._rows import event_from_row
 from batcher.events import Batch, Event
+from batcher.store.rows import event_from_row
 
 if TYPE_CHECKING:
-    from batcher.store import NewBatch
+    from batcher.store.interface import NewBatch
 
 __all__ = ["StoreBase", "check_limit"]
 

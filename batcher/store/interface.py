@@ -1,4 +1,4 @@
-"""The store interface: one Protocol, two engines (PostgreSQL and SQLite).
+"""The store interface: what every engine implements and every user may rely on.
 
 The store gives each batch its ``seq`` (strictly increasing, in commit order, without gaps)
 and keeps the events so a client can replay what it missed. It also keeps the producers'
@@ -11,25 +11,29 @@ stored batch with its original ``seq`` instead of writing it twice.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import orjson
 
 from batcher.events import Batch, Event
 
 __all__ = [
+    "BatchLog",
+    "BatchReader",
     "BatchStore",
+    "EventQueries",
     "NewBatch",
+    "ProducerState",
+    "Prunable",
     "StoreError",
     "StoreUnavailable",
+    "WatchList",
     "encode_batch",
-    "open_store",
     "redact_url",
     "validate_event",
 ]
@@ -111,23 +115,123 @@ def validate_event(event: Event) -> None:
         raise ValueError(f"event data is not JSON-encodable: {exc}") from None
 
 
-@runtime_checkable
-class BatchStore(Protocol):
-    """What the batcher, the API and the producers need from storage.
+# -- the seams ----------------------------------------------------------------------------
+# Each user of the store is handed the narrowest of these it needs: the runner a
+# ``BatchLog``, replay a ``BatchReader``, REST an ``EventQueries``, producers a
+# ``ProducerState``, the watch commands a ``WatchList``, retention a ``Prunable``. A
+# multi-node deployment plugs in here: a follower node's hub is fed from ``BatchReader``,
+# and ``WatchList`` commands are what edges forward to the leader.
 
-    Use as ``async with open_store(url) as store:``. Every method may raise
-    ``StoreUnavailable`` when the database is down; the runner retries saves.
-    """
+
+class BatchLog(Protocol):
+    """The batch log the runner writes: one transaction per group of batches."""
 
     @property
     def url(self) -> str:
         """The database URL with any password removed (safe to log)."""
         ...
 
+    async def save_batches(self, batches: Sequence[NewBatch]) -> list[Batch]:
+        """Store ``batches`` in one transaction (group commit), in order; return them sequenced.
+
+        Idempotent per ``batch_id``: a batch already stored comes back with its stored seq.
+        """
+        ...
+
+
+class BatchReader(Protocol):
+    """The committed batch log, read in seq order (replay, resume, ``/api/v1/batches``)."""
+
     @property
     def epoch(self) -> str:
         """Changes only when the store is reset; valid after ``open()``."""
         ...
+
+    async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
+        """Stored batches with ``seq`` greater than ``seq``, oldest first (replay)."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The highest seq ever assigned (0 when none); survives retention pruning."""
+        ...
+
+    async def oldest_seq(self) -> int | None:
+        """The lowest seq still stored, or None when no batch is stored (gap detection)."""
+        ...
+
+
+class EventQueries(Protocol):
+    """Stored events by kind, newest first (REST, and producers rebuilding their state)."""
+
+    async def recent_blocks(self, limit: int = 10) -> list[Event]:
+        """The latest ``block`` events, newest first."""
+        ...
+
+    async def large_transactions(self, min_sats: int = 0, limit: int = 50) -> list[Event]:
+        """The latest ``tx.large`` events paying out at least ``min_sats``, newest first."""
+        ...
+
+    async def address_events(self, address: str, limit: int = 50) -> list[Event]:
+        """The latest ``address`` events about ``address``, newest first."""
+        ...
+
+
+class WatchList(Protocol):
+    """The watched addresses (the commands users send, and what producers follow)."""
+
+    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
+        """Watch ``addresses``; return those that were not watched yet, in the order given."""
+        ...
+
+    async def watch_remove(self, address: str) -> bool:
+        """Stop watching ``address`` (and forget its known transactions); True if it was."""
+        ...
+
+    async def watch_list(self) -> list[str]:
+        """Every watched address, oldest first."""
+        ...
+
+
+class ProducerState(EventQueries, Protocol):
+    """What producers keep across restarts (plus the stored events they rebuild from)."""
+
+    async def watch_list(self) -> list[str]:
+        """Every watched address, oldest first."""
+        ...
+
+    async def known_txs(self, address: str) -> dict[str, int]:
+        """The transactions already reported for ``address``: txid -> height (0 = mempool)."""
+        ...
+
+    async def set_known_txs(self, address: str, txs: Mapping[str, int]) -> None:
+        """Replace the known transactions of ``address``."""
+        ...
+
+    async def get_tip(self) -> tuple[int, str] | None:
+        """The last processed tip as (height, hash), or None."""
+        ...
+
+    async def set_tip(self, height: int, block_hash: str) -> None:
+        """Record the last processed tip."""
+        ...
+
+
+class Prunable(Protocol):
+    """What retention needs."""
+
+    async def prune(self, older_than: float) -> int:
+        """Delete batches whose ts is before ``older_than`` (epoch seconds); return how many."""
+        ...
+
+
+@runtime_checkable
+class BatchStore(BatchLog, BatchReader, ProducerState, WatchList, Prunable, Protocol):
+    """Every seam at once, plus the lifecycle: what ``open_store`` returns and the wiring
+    (``stream/services.py``) holds. Nothing else should ask for all of it.
+
+    Use as ``async with open_store(url) as store:``. Every method may raise
+    ``StoreUnavailable`` when the database is down; the runner retries saves.
+    """
 
     async def open(self) -> None:
         """Connect (retrying while the database is down) and create or migrate the schema."""
@@ -150,69 +254,6 @@ class BatchStore(Protocol):
         """Raise ``StoreUnavailable`` unless the database answers."""
         ...
 
-    async def save_batches(self, batches: Sequence[NewBatch]) -> list[Batch]:
-        """Store ``batches`` in one transaction (group commit), in order; return them sequenced.
-
-        Idempotent per ``batch_id``: a batch already stored comes back with its stored seq.
-        """
-        ...
-
-    async def batches_after(self, seq: int, limit: int = 100) -> list[Batch]:
-        """Stored batches with ``seq`` greater than ``seq``, oldest first (replay)."""
-        ...
-
-    async def last_seq(self) -> int:
-        """The highest seq ever assigned (0 when none); survives retention pruning."""
-        ...
-
-    async def oldest_seq(self) -> int | None:
-        """The lowest seq still stored, or None when no batch is stored (gap detection)."""
-        ...
-
-    async def recent_blocks(self, limit: int = 10) -> list[Event]:
-        """The latest ``block`` events, newest first."""
-        ...
-
-    async def large_transactions(self, min_sats: int = 0, limit: int = 50) -> list[Event]:
-        """The latest ``tx.large`` events paying out at least ``min_sats``, newest first."""
-        ...
-
-    async def address_events(self, address: str, limit: int = 50) -> list[Event]:
-        """The latest ``address`` events about ``address``, newest first."""
-        ...
-
-    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
-        """Watch ``addresses``; return those that were not watched yet, in the order given."""
-        ...
-
-    async def watch_remove(self, address: str) -> bool:
-        """Stop watching ``address`` (and forget its known transactions); True if it was."""
-        ...
-
-    async def watch_list(self) -> list[str]:
-        """Every watched address, oldest first."""
-        ...
-
-    async def known_txs(self, address: str) -> dict[str, int]:
-        """The transactions already reported for ``address``: txid -> height (0 = mempool)."""
-        ...
-
-    async def set_known_txs(self, address: str, txs: Mapping[str, int]) -> None:
-        """Replace the known transactions of ``address``."""
-        ...
-
-    async def get_tip(self) -> tuple[int, str] | None:
-        """The last processed tip as (height, hash), or None."""
-        ...
-
-    async def set_tip(self, height: int, block_hash: str) -> None:
-        """Record the last processed tip."""
-        ...
-
-    async def prune(self, older_than: float) -> int:
-        """Delete batches whose ts is before ``older_than`` (epoch seconds); return how many."""
-        ...
-
     async def reset(self) -> None:
         """Delete every batch and start a new epoch (the watch list and tip are kept).
 
@@ -227,30 +268,3 @@ _PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
 def redact_url(url: str) -> str:
     """``url`` with its password (if any) removed, for logs and errors."""
     return _PASSWORD.sub(r"\1@", url)
-
-
-def open_store(url: str, **options: Any) -> BatchStore:
-    """Make the store for ``url`` (not yet opened: use ``async with``).
-
-    ``postgresql://user@host:port/db`` (or ``postgres://``) selects PostgreSQL;
-    ``sqlite:///relative.db`` (relative to the working directory) or
-    ``sqlite:////absolute/path.db`` selects the embedded SQLite store. ``options`` go to the
-    engine's constructor.
-    """
-    if not isinstance(url, str):
-        raise ValueError(f"database URL must be a string, got {url!r}")
-    if url.startswith(("postgresql://", "postgres://")):
-        from batcher.store_postgres import PostgresStore
-
-        return PostgresStore(url, **options)
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if not path:
-            raise ValueError(f"database URL {url!r} names no file: use sqlite:///chainwire.db")
-        from batcher.store_sqlite import SQLiteStore
-
-        return SQLiteStore(os.fspath(path), **options)
-    raise ValueError(
-        f"unsupported database URL {redact_url(url)!r}: expected postgresql://user@host/db, "
-        "sqlite:///relative.db or sqlite:////absolute/path.db"
-    )

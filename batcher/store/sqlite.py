@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from batcher._rows import batch_rows, batches_from_rows
 from batcher.events import Batch
-from batcher.store import NewBatch, StoreError, StoreUnavailable
-from batcher.store_base import StoreBase, check_limit
+from batcher.store.base import StoreBase, check_limit
+from batcher.store.interface import NewBatch, StoreError, StoreUnavailable
+from batcher.store.rows import batch_rows, batches_from_rows
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 

@@ -13,7 +13,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from stream.http_errors import error_response
+from stream.web.errors import error_response
 
 __all__ = ["OPEN_PATHS", "ApiKeyMiddleware"]
 

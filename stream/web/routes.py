@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from batcher.events import Event
-from stream.http_errors import ApiError
-from stream.params import int_param
 from stream.services import Services
+from stream.web.errors import ApiError
+from stream.web.params import int_param
 
 __all__ = ["api_routes"]
 
