@@ -49,180 +49,29 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.fanout_client import BUCKET
+from bench.fanout_report import TRANSPORTS, Measurement, report
 from bench.fanout_server import raise_fd_limit
+from bench.procs import (
+    Proc,
+    children,
+    cpu_percent,
+    free_port,
+    python_module,
+    snapshot,
+    spawn,
+    wait_port,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
-TRANSPORTS = ("ws", "sse")
-GOALS = {"ws": 50_000, "sse": 25_000}  # frames/s, issue 6
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- CPU accounting -------------------------------------------------------------------------
-
-
-def proc_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` (all its threads), in clock ticks; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, all cores."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    total = sum(values[:8])
-    return total - idle, total
-
-
-@dataclass
-class CpuSnapshot:
-    wall: float
-    groups: dict[str, int]
-    machine: tuple[int, int]
-
-
-def snapshot(groups: dict[str, list[int]]) -> CpuSnapshot:
-    return CpuSnapshot(time.monotonic(),
-                       {name: sum(proc_ticks(p) for p in pids) for name, pids in groups.items()},
-                       machine_ticks())
-
-
-def cpu_percent(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
-    wall = b.wall - a.wall
-    out = {name: 100 * (b.groups[name] - a.groups[name]) / TICK / wall for name in a.groups}
-    busy = b.machine[0] - a.machine[0]
-    total = b.machine[1] - a.machine[1]
-    out["machine"] = 100 * (os.cpu_count() or 1) * busy / total if total else 0.0
-    return out
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    process: asyncio.subprocess.Process
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def line(self, within: float) -> str:
-        assert self.process.stdout is not None
-        try:
-            raw = await asyncio.wait_for(self.process.stdout.readline(), within)
-        except TimeoutError:
-            raise RuntimeError(f"{self.name}: no answer within {within:.0f} s; "
-                               f"its log: {self.tail()}") from None
-        if not raw:
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}): {self.tail()}")
-        return raw.decode().strip()
-
-    async def expect(self, word: str, within: float) -> str:
-        line = await self.line(within)
-        if not line.startswith(word):
-            raise RuntimeError(f"{self.name}: expected {word!r}, got {line[:300]!r}; "
-                               f"its log: {self.tail()}")
-        return line
-
-    def send(self, text: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text.encode() + b"\n")
-
-    def tail(self) -> str:
-        try:
-            return self.log.read_text()[-1500:].strip() or "(empty)"
-        except OSError:
-            return "(no log)"
-
-    async def stop(self, command: str | None = "quit", within: float = 10) -> None:
-        if self.process.returncode is None:
-            if command is not None:
-                with contextlib.suppress(ConnectionError):
-                    self.send(command)
-            try:
-                await asyncio.wait_for(self.process.wait(), within)
-            except TimeoutError:
-                self.process.terminate()
-                try:
-                    await asyncio.wait_for(self.process.wait(), 5)
-                except TimeoutError:
-                    self.process.kill()
-                    await self.process.wait()
-
-
-@contextlib.asynccontextmanager
-async def spawn(name: str, argv: list[str], workdir: Path, *,
-                stop: str | None = "quit") -> AsyncIterator[Proc]:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as err:
-        process = await asyncio.create_subprocess_exec(
-            *argv, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=err, limit=1 << 26)
-    proc = Proc(name, process, log)
-    try:
-        yield proc
-    finally:
-        await proc.stop(stop)
-
-
-def python_module(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
-async def wait_port(port: int, within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on port {port} after {within:.0f} s") \
-                    from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            return
-
-
-# -- one measurement ------------------------------------------------------------------------
 
 
 @dataclass
@@ -235,14 +84,6 @@ class Target:
     publisher: Proc
     publisher_is_server: bool
     ws_subscribe: bool = False
-
-
-@dataclass
-class Measurement:
-    system: str
-    transports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)
-    published: int = 0
 
 
 def quantile(hist: Counter[int], q: float) -> float:
@@ -394,106 +235,6 @@ async def nchan(args: argparse.Namespace, workdir: Path) -> AsyncIterator[Target
 
 
 SYSTEMS = {"chainwire": chainwire, "limit": limit, "nchan": nchan}
-
-
-# -- report ---------------------------------------------------------------------------------
-
-
-def fmt(value: float, spec: str) -> str:
-    return "-" if value != value else format(value, spec)  # NaN -> "-"
-
-
-def best_round(rounds: list[Measurement]) -> Measurement:
-    """The least disturbed round: the most frames delivered in all."""
-    return max(rounds, key=lambda m: sum(t["frames_per_s"] for t in m.transports.values()))
-
-
-def report(args: argparse.Namespace, runs: dict[str, list[Measurement]],
-           skipped: dict[str, str]) -> dict[str, Any]:
-    window = args.window_ms
-    print(f"\nfan-out: {args.clients} clients ({args.clients // 2} SSE + {args.clients // 2} "
-          f"WS), {args.rate:g} batches/s of 10 events, {args.seconds:g} s measured after "
-          f"{args.warmup:g} s warm-up, {args.procs} client processes, rounds: {args.rounds}")
-    header = (f"{'system':<10}{'transport':<10}{'clients':>8}{'frames':>10}{'frames/s':>10}"
-              f"{'offered/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cut':>5}"
-              f"{'srv CPU%':>9}{'cli CPU%':>9}{'machine%':>9}")
-    print(header)
-    print("-" * len(header))
-    best: dict[str, Measurement] = {}
-    for system, rounds in runs.items():
-        best[system] = best_round(rounds)
-        for i, m in enumerate(rounds):
-            mark = "*" if len(rounds) > 1 and m is best[system] else ""
-            for transport in TRANSPORTS:
-                t = m.transports[transport]
-                cpu = (f"{m.cpu['server']:>9.0f}{m.cpu['clients']:>9.0f}{m.cpu['machine']:>9.0f}"
-                       if transport == "ws" else "")
-                print(f"{(system + mark) if transport == 'ws' else '':<10}{transport:<10}"
-                      f"{t['clients']:>8}{t['frames']:>10}{t['frames_per_s']:>10.0f}"
-                      f"{t['offered_per_s']:>10.0f}{fmt(t['p50_ms'], '.1f'):>9}"
-                      f"{fmt(t['p99_ms'], '.1f'):>9}{fmt(t['max_ms'], '.0f'):>9}"
-                      f"{t['closed']:>5}{cpu}")
-            if "publisher" in m.cpu and i == 0:
-                print(f"{'':<10}(the {system} publisher process used {m.cpu['publisher']:.0f} % "
-                      "CPU, not counted as server CPU)")
-    for system, reason in skipped.items():
-        print(f"{system:<10}skipped: {reason}")
-
-    figures: dict[str, Any] = {"bench": "fanout", "clients": args.clients, "rate": args.rate,
-                               "events_per_batch": 10, "seconds": args.seconds,
-                               "rounds": args.rounds, "store": "postgresql" if args.pg
-                               else "sqlite", "ws_deflate": args.ws_deflate}
-    for system, m in best.items():
-        for transport in TRANSPORTS:
-            t = m.transports[transport]
-            prefix = f"{system}_{transport}"
-            figures[f"{prefix}_frames_per_s"] = round(t["frames_per_s"])
-            figures[f"{prefix}_p50_ms"] = round(t["p50_ms"], 1)
-            figures[f"{prefix}_p99_ms"] = round(t["p99_ms"], 1)
-            figures[f"{prefix}_cut"] = t["closed"]
-        figures[f"{system}_server_cpu_pct"] = round(m.cpu["server"])
-        figures[f"{system}_client_cpu_pct"] = round(m.cpu["clients"])
-        figures[f"{system}_machine_cpu_pct"] = round(m.cpu["machine"])
-
-    if "chainwire" in best:
-        cw = best["chainwire"]
-        for other in ("limit", "nchan"):
-            if other not in best:
-                continue
-            parts = []
-            for transport in TRANSPORTS:
-                a = cw.transports[transport]["frames_per_s"]
-                b = best[other].transports[transport]["frames_per_s"]
-                ratio = a / b if b else float("nan")
-                figures[f"chainwire_over_{other}_{transport}"] = round(ratio, 3)
-                parts.append(f"{transport} {fmt(ratio, '.0%')}")
-            # Frames per server CPU-second (both transports share the process): how much
-            # work a delivery costs, whatever the neighbours left of the machine.
-            cpu_a, cpu_b = cw.cpu["server"], best[other].cpu["server"]
-            total_a = sum(t["frames_per_s"] for t in cw.transports.values())
-            total_b = sum(t["frames_per_s"] for t in best[other].transports.values())
-            eff_a = total_a / cpu_a * 100 if cpu_a else float("nan")
-            eff_b = total_b / cpu_b * 100 if cpu_b else float("nan")
-            figures["chainwire_frames_per_cpu_s"] = round(eff_a) if eff_a == eff_a else None
-            figures[f"{other}_frames_per_cpu_s"] = round(eff_b) if eff_b == eff_b else None
-            print(f"chainwire / {other}: frames/s {', '.join(parts)}; frames per server "
-                  f"CPU-second {fmt(eff_a, ',.0f')} vs {fmt(eff_b, ',.0f')} "
-                  f"({fmt(eff_a / eff_b, '.0%')})")
-        goals = {}
-        for transport in TRANSPORTS:
-            rate = cw.transports[transport]["frames_per_s"]
-            goals[f"{transport}_frames_per_s"] = rate >= GOALS[transport]
-            print(f"goal: chainwire {transport.upper()} at least {GOALS[transport]:,} frames/s: "
-                  f"{rate:,.0f} {'PASS' if goals[f'{transport}_frames_per_s'] else 'FAIL'}")
-        p99 = max(cw.transports[t]["p99_ms"] for t in TRANSPORTS)
-        goals["p99"] = p99 <= window + 50
-        print(f"goal: chainwire p99 at most the window + 50 ms = {window + 50:.0f} ms: "
-              f"{p99:,.1f} ms {'PASS' if goals['p99'] else 'FAIL'}")
-        figures["goals"] = goals
-        figures["goal_met"] = all(goals.values())
-    for system, reason in skipped.items():
-        figures[f"{system}_skipped"] = reason
-    return figures
 
 
 async def main(args: argparse.Namespace) -> None:
