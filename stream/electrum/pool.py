@@ -271,18 +271,23 @@ class ServerPool:
             raise RuntimeError("ServerPool is closed")
 
     def active_servers(self) -> Sequence[Upstream]:
+        """The servers opened so far, in opening order."""
         return tuple(self._servers.active)
 
     def grow(self, count: int) -> None:
+        """Count ``count`` more requests; open servers as the growth policy says."""
         self._servers.grow(count)
 
     def open_servers(self, count: int) -> None:
+        """Open servers until ``count`` are active (at most ``max_size``)."""
         self._servers.open_servers(count)
 
     async def wait_changed(self) -> None:
+        """Return at the next change of a server's state (connected, lost, banned)."""
         await self._servers.wait_changed()
 
     async def acquire(self, exclude: AbstractSet[Upstream], candidates: Candidates) -> Upstream:
+        """The least loaded of ``candidates(exclude)``, waiting as ``request`` does."""
         return await self._servers.acquire(exclude, mode="least_loaded", candidates=candidates)
 
     # -- events from upstreams -----------------------------------------------------------
