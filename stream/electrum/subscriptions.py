@@ -28,6 +28,14 @@ Iterating yields:
 Notifications are buffered (``notification_buffer`` per subscription, never blocking the
 connection); ``Overflowed`` comes once the buffer has been drained, so reconciling then
 covers everything that was dropped.
+
+Inside the pool
+---------------
+``Subscriptions`` is the registry; it sees the pool only as a ``PoolHost`` (``host.py``)
+and owns the rules about subscriptions: the lag rule (a server more than ``max_lag_blocks``
+behind the majority carries none) and ``candidates`` (usable, not lagging, fewest
+subscriptions first), which it hands to ``PoolHost.acquire`` when it must wait for a
+server. ``placement.py`` subscribes scripthashes on servers; ``notes.py`` holds the types.
 """
 
 from __future__ import annotations
@@ -132,7 +140,8 @@ class ScripthashSubscription(NotificationBuffer):
 
 
 class Subscriptions:
-    """The pool's subscription registry: which server carries what, routing, moving."""
+    """The pool's subscription registry: which server carries what, routing, the lag
+    rule, moving. ``host`` is the pool, seen through ``PoolHost``."""
 
     def __init__(self, host: PoolHost) -> None:
         self.host = host
