@@ -1,9 +1,10 @@
-"""``/metrics``: Prometheus figures, read from each component's ``stats()`` at scrape time.
+"""``/metrics``: Prometheus figures, read from each component at scrape time.
 
 Components keep plain counters (no prometheus import in the core); this collector turns
-them into metric families when Prometheus asks. Batch sizes are the one histogram, fed by
-``MeteredSink`` as batches pass from the batcher to the hub. Each app has its own
-registry, so several apps (tests) never collide.
+them into metric families when Prometheus asks: the hub and batcher through their
+``stats()``, the Electrum pool through its typed ``snapshot()``. Batch sizes are the one
+histogram, fed by ``MeteredSink`` as batches pass from the batcher to the hub. Each app has
+its own registry, so several apps (tests) never collide.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from starlette.responses import Response
 
 from batcher.events import Batch
 from batcher.runner import BatchSink
+from stream.electrum import PoolSnapshot
 
-__all__ = ["ChainwireCollector", "MeteredSink", "metrics_endpoint", "new_registry"]
+__all__ = ["ChainwireCollector", "MeteredSink", "metrics_endpoint"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -42,14 +44,20 @@ class MeteredSink:
 
 
 class ChainwireCollector(Collector):
-    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+    """``stats``: the services' figures (``hub``, ``batcher``); ``pool``: the pool's
+    ``snapshot``."""
+
+    def __init__(
+        self, stats: Callable[[], dict[str, Any]], pool: Callable[[], PoolSnapshot]
+    ) -> None:
         self._stats = stats
+        self._pool = pool
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
         yield from _hub_metrics(stats["hub"])
         yield from _batcher_metrics(stats["batcher"])
-        yield from _pool_metrics(stats["pool"])
+        yield from _pool_metrics(self._pool())
 
 
 def _hub_metrics(hub: dict[str, Any]) -> Iterator[Metric]:
@@ -100,12 +108,10 @@ def _batcher_metrics(batcher: dict[str, Any]) -> Iterator[Metric]:
                                     value=batcher[key])
 
 
-def _pool_metrics(pool: dict[str, Any]) -> Iterator[Metric]:
-    for key in ("size", "connected"):
-        if key in pool:
-            yield GaugeMetricFamily(f"chainwire_pool_{key}", f"Electrum pool {key}",
-                                    value=pool[key])
-    rows = [(server.get("url", "?"), server) for server in pool.get("servers", [])]
+def _pool_metrics(pool: PoolSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily("chainwire_pool_size", "Electrum pool size", value=pool.size)
+    yield GaugeMetricFamily("chainwire_pool_connected", "Electrum pool connected",
+                            value=pool.connected)
     up = GaugeMetricFamily("chainwire_pool_server_state", "1 for each server's current state",
                            labels=["server", "state"])
     in_flight = GaugeMetricFamily("chainwire_pool_server_in_flight", "Requests in flight",
@@ -116,20 +122,14 @@ def _pool_metrics(pool: dict[str, Any]) -> Iterator[Metric]:
                                    labels=["server"])
     latency = GaugeMetricFamily("chainwire_pool_server_latency_seconds",
                                 "Recent request latency", labels=["server"])
-    for url, server in rows:
-        up.add_metric([url, str(server.get("state", "unknown"))], 1)
-        in_flight.add_metric([url], server.get("in_flight", 0))
-        requests.add_metric([url], server.get("requests", 0))
-        failures.add_metric([url], server.get("failures", 0))
-        if server.get("latency_ms") is not None:
-            latency.add_metric([url], server["latency_ms"] / 1000)
+    for server in pool.servers:
+        up.add_metric([server.url, server.state.value], 1)
+        in_flight.add_metric([server.url], server.in_flight)
+        requests.add_metric([server.url], server.requests)
+        failures.add_metric([server.url], server.failures)
+        if server.latency_ms is not None:
+            latency.add_metric([server.url], server.latency_ms / 1000)
     yield from (up, in_flight, requests, failures, latency)
-
-
-def new_registry(stats: Callable[[], dict[str, Any]]) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(ChainwireCollector(stats))
-    return registry
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -119,7 +119,7 @@ async def run_services(settings: Settings, limits: Limits | None = None, *,
                              batcher_config(settings))
         chain = Producers(settings, pool, store, BatcherSink(runner, commits))
         services = Services(settings, store, hub, runner, pool, registry, chain, limits)
-        registry.register(ChainwireCollector(services.stats))
+        registry.register(ChainwireCollector(services.stats, pool.snapshot))
         if settings.watch:
             watch = [canonical_address(a, settings.network) for a in settings.watch]
             added = await store.watch_add(watch)  # the producers load the list at start

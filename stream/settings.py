@@ -11,12 +11,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from batcher.store import parse_database_url, redact_url
 from stream.electrum.default_servers import DEFAULT_SERVERS
+from stream.electrum.urls import parse_server
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "describe_variables", "load_settings"]
 
@@ -150,23 +151,25 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    # The same checks the pool (parse_server) and open_store (parse_database_url) apply, so
+    # what passes here also starts. The error carries the bad item: _problem_line names it.
     @field_validator("servers")
     @classmethod
     def _server_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for url in value:
-            parts = urlsplit(url)
-            if parts.scheme not in ("tcp", "ssl") or not parts.hostname or parts.port is None:
-                raise ValueError(url)
+            try:
+                parse_server(url)
+            except ValueError:
+                raise ValueError(url) from None
         return value
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme not in ("postgresql", "postgres", "sqlite") or (
-            scheme == "sqlite" and not value.startswith("sqlite:///")
-        ):
-            raise ValueError(value)
+        try:
+            parse_database_url(value)
+        except ValueError:
+            raise ValueError(value) from None
         return value
 
     @model_validator(mode="after")
@@ -190,7 +193,7 @@ class Settings(BaseSettings):
                 value = self.effective_servers
                 text = f"{len(value)} servers ({'configured' if self.servers else 'built-in'})"
             elif name == "database_url":
-                text = _redact_url(value)
+                text = redact_url(value, mask=_MASK)
             elif extra.get("secret"):
                 text = f"{len(value)} configured" if value else "none (open)"
             elif isinstance(value, tuple):
@@ -207,12 +210,8 @@ def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+# Where a database password was, in the start-up log and in error lines.
+_MASK = "***"
 
 
 def describe_variables() -> list[tuple[str, str, str]]:
@@ -258,7 +257,7 @@ def _problem_line(error: Mapping[str, Any]) -> str:
     else:
         variable = env_name(field)
     if field == "database_url":
-        got = _redact_url(str(got))
+        got = redact_url(str(got), mask=_MASK)
     elif extra.get("secret"):
         return f"{variable} must be {expect}"
     return f'{variable} must be {expect}, got "{got}"'

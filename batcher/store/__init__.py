@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from batcher.store.interface import (
@@ -24,11 +23,13 @@ from batcher.store.interface import (
     redact_url,
     validate_event,
 )
+from batcher.store.urls import DatabaseUrl, parse_database_url
 
 __all__ = [
     "BatchLog",
     "BatchReader",
     "BatchStore",
+    "DatabaseUrl",
     "EventQueries",
     "NewBatch",
     "ProducerState",
@@ -38,6 +39,7 @@ __all__ = [
     "WatchList",
     "encode_batch",
     "open_store",
+    "parse_database_url",
     "redact_url",
     "validate_event",
 ]
@@ -49,22 +51,13 @@ def open_store(url: str, **options: Any) -> BatchStore:
     ``postgresql://user@host:port/db`` (or ``postgres://``) selects PostgreSQL;
     ``sqlite:///relative.db`` (relative to the working directory) or
     ``sqlite:////absolute/path.db`` selects the embedded SQLite store. ``options`` go to the
-    engine's constructor.
+    engine's constructor. ``parse_database_url`` is the check (the settings use it too).
     """
-    if not isinstance(url, str):
-        raise ValueError(f"database URL must be a string, got {url!r}")
-    if url.startswith(("postgresql://", "postgres://")):
+    parsed = parse_database_url(url)
+    if parsed.engine == "postgresql":
         from batcher.store.postgres import PostgresStore
 
-        return PostgresStore(url, **options)
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if not path:
-            raise ValueError(f"database URL {url!r} names no file: use sqlite:///chainwire.db")
-        from batcher.store.sqlite import SQLiteStore
+        return PostgresStore(parsed.target, **options)
+    from batcher.store.sqlite import SQLiteStore
 
-        return SQLiteStore(os.fspath(path), **options)
-    raise ValueError(
-        f"unsupported database URL {redact_url(url)!r}: expected postgresql://user@host/db, "
-        "sqlite:///relative.db or sqlite:////absolute/path.db"
-    )
+    return SQLiteStore(parsed.target, **options)

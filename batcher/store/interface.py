@@ -265,6 +265,8 @@ class BatchStore(BatchLog, BatchReader, ProducerState, WatchList, Prunable, Prot
 _PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (if any) removed, for logs and errors."""
-    return _PASSWORD.sub(r"\1@", url)
+def redact_url(url: str, *, mask: str = "") -> str:
+    """``url`` with its password (if any) removed, for logs and errors; a ``mask`` shows
+    where it was (``mask="***"``: ``user:***@host``)."""
+    shown = f":{mask}@" if mask else "@"
+    return _PASSWORD.sub(lambda found: found.group(1) + shown, url)

@@ -15,9 +15,25 @@ Public API::
             async for note in subs: ...   # StatusNotification | Moved | Overflowed
         header = await pool.request_on(url, "blockchain.block.header", height)  # one server
         pool.ban(url, "sent an invalid header")   # out of the pool for an hour
-        pool.stats()
+        snap = pool.snapshot()      # PoolSnapshot: typed, frozen; pool.stats() is its dict
+        tip = pool.servers_tip()    # the one "servers' tip" rule (None: no tip yet)
 
-See ``pool.py`` for behaviour, ``subscriptions.py`` for the notification contract.
+The seams (what other code, tests or a broker may rely on):
+
+* ``snapshot()`` -> ``PoolSnapshot`` (``snapshot.py``): every configured server as a
+  ``ServerSnapshot`` whose ``state`` is a ``ServerStatus`` (idle, connecting, connected,
+  backoff, lagging, banned, closed; one labelling rule, ``states.server_status``). Readers
+  of the pool (server events, health, metrics) use it, not the stats dict.
+* ``servers_tip()``: the lower median of the connected servers' heights
+  (``PoolSnapshot.servers_tip``), the tip every producer and the health check agree on.
+* ``PoolHost`` (``host.py``): all that the subscription registry may ask of the pool.
+  ``ServerPool`` implements it; ``subscriptions.py`` never imports ``pool.py``.
+
+Modules by job: ``pool.py`` (the facade and lifecycle), ``selection.py`` (growth and
+choosing a server), ``batches.py`` / ``batching.py`` (running / planning batches),
+``subscriptions.py`` / ``placement.py`` / ``notes.py`` (the subscription registry, placing
+scripthashes, what subscribers receive), ``upstream.py`` / ``session.py`` (one server, one
+connection), ``policy.py`` (pure rules), ``urls.py`` / ``validate.py`` / ``config.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +48,10 @@ from .errors import (
     ServerError,
     ServerThrottled,
 )
-from .pool import PoolState, ServerPool
+from .host import PoolHost
+from .pool import ServerPool
+from .snapshot import PoolSnapshot, ServerSnapshot, SubscriptionFigures
+from .states import PoolState, ServerState, ServerStatus
 from .subscriptions import (
     HeaderNotification,
     HeadersMoved,
@@ -42,7 +61,6 @@ from .subscriptions import (
     ScripthashSubscription,
     StatusNotification,
 )
-from .upstream import ServerState
 from .urls import ServerAddress, parse_server, parse_servers
 from .validate import (
     NETWORKS,
@@ -63,6 +81,8 @@ __all__ = [
     "NoServerAvailable",
     "Overflowed",
     "PoolConfig",
+    "PoolHost",
+    "PoolSnapshot",
     "PoolState",
     "RequestTimeout",
     "RetryableError",
@@ -70,9 +90,12 @@ __all__ = [
     "ServerAddress",
     "ServerError",
     "ServerPool",
+    "ServerSnapshot",
     "ServerState",
+    "ServerStatus",
     "ServerThrottled",
     "StatusNotification",
+    "SubscriptionFigures",
     "address_to_script",
     "address_to_scripthash",
     "parse_server",

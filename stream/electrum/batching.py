@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Dedup", "chunk", "dedupe", "expand", "spread"]
+__all__ = ["Dedup", "assemble", "chunk", "dedupe", "expand", "spread"]
 
 T = TypeVar("T", bound=Hashable)
 R = TypeVar("R")
@@ -34,6 +34,19 @@ def expand(dedup: Dedup[T], results: Sequence[R]) -> list[R]:
     if len(results) != len(dedup.unique):
         raise ValueError(f"expected {len(dedup.unique)} results, got {len(results)}")
     return [results[pos] for pos in dedup.positions]
+
+
+def assemble(dedup: Dedup[T], results: Sequence[R], *, missing: object) -> list[R]:
+    """``expand``, refusing to hand back ``missing``: the placeholder of a unique call that
+    got no result (the plan never sent it). That is a bug in this module or its caller, so
+    it raises ``RuntimeError`` instead of giving the caller a placeholder for an answer."""
+    lost = [i for i, result in enumerate(results) if result is missing]
+    if lost:
+        raise RuntimeError(
+            f"{len(lost)} of {len(results)} unique batch call(s) got no result "
+            f"(first: #{lost[0]}): the batch plan did not send them"
+        )
+    return expand(dedup, results)
 
 
 def spread(count: int, servers: int, *, per_server: int = 25, threshold: int = 10) -> list[range]:

@@ -28,26 +28,41 @@ Iterating yields:
 Notifications are buffered (``notification_buffer`` per subscription, never blocking the
 connection); ``Overflowed`` comes once the buffer has been drained, so reconciling then
 covers everything that was dropped.
+
+Inside the pool
+---------------
+``Subscriptions`` is the registry; it sees the pool only as a ``PoolHost`` (``host.py``)
+and owns the rules about subscriptions: the lag rule (a server more than ``max_lag_blocks``
+behind the majority carries none) and ``candidates`` (usable, not lagging, fewest
+subscriptions first), which it hands to ``PoolHost.acquire`` when it must wait for a
+server. ``placement.py`` subscribes scripthashes on servers; ``notes.py`` holds the types.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .errors import ElectrumError, NoServerAvailable, RetryableError, ServerError
+from .errors import ElectrumError, NoServerAvailable, ServerError
+from .host import PoolHost
+from .notes import (
+    HeaderNotification,
+    HeadersMoved,
+    Moved,
+    NotificationBuffer,
+    Overflowed,
+    StatusNotification,
+)
+from .placement import SCRIPTHASH_SUBSCRIBE, SCRIPTHASH_UNSUBSCRIBE, place
 from .policy import lagging
+from .snapshot import SubscriptionFigures
 from .upstream import HEADERS_METHOD, Upstream
 from .validate import address_to_scripthash, validate_scripthash
-
-if TYPE_CHECKING:
-    from .pool import ServerPool
 
 __all__ = [
     "HeaderNotification",
@@ -62,95 +77,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCRIPTHASH_SUBSCRIBE = "blockchain.scripthash.subscribe"
-SCRIPTHASH_UNSUBSCRIBE = "blockchain.scripthash.unsubscribe"
 
-
-@dataclass(frozen=True, slots=True)
-class HeaderNotification:
-    server: str
-    height: int
-    header: str  # 80-byte header, hex
-
-
-@dataclass(frozen=True, slots=True)
-class HeadersMoved:
-    old_server: str
-    new_server: str
-    height: int
-    header: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusNotification:
-    server: str
-    scripthash: str
-    status: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Moved:
-    old_server: str
-    new_server: str
-    statuses: Mapping[str, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Overflowed:
-    dropped: int
-
-
-class _Subscription:
-    """A bounded notification buffer with an overflow marker; an async iterator."""
-
-    def __init__(self, subs: Subscriptions, buffer: int) -> None:
-        self._subs = subs
-        send: MemoryObjectSendStream[Any]
-        receive: MemoryObjectReceiveStream[Any]
-        send, receive = anyio.create_memory_object_stream[Any](buffer)
-        self._send = send
-        self._receive = receive
-        self._dropped = 0
-        self.closed = False
-
-    def _deliver(self, item: object) -> None:
-        if self.closed:
-            return
-        try:
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
-            # Never block the connection that delivers: drop, and say so (Overflowed).
-            if self._dropped == 0:
-                logger.warning("subscription buffer full: dropping notifications")
-            self._dropped += 1
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-
-    def __aiter__(self) -> _Subscription:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._dropped and self._receive.statistics().current_buffer_used == 0:
-            dropped, self._dropped = self._dropped, 0
-            return Overflowed(dropped)
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    def _close_stream(self, *, receiver: bool = False) -> None:
-        """End the iteration (after what is buffered); ``receiver`` also frees the buffer."""
-        self.closed = True
-        self._send.close()
-        if receiver:
-            self._receive.close()
-
-
-class HeaderSubscription(_Subscription):
+class HeaderSubscription(NotificationBuffer):
     """Tip notifications from ``count`` servers (see the module docstring)."""
 
     def __init__(self, subs: Subscriptions, buffer: int, count: int) -> None:
-        super().__init__(subs, buffer)
+        super().__init__(buffer)
+        self._subs = subs
         self.count = count
         self.servers: list[Upstream] = []
         self.orphaned_from = ""
@@ -165,14 +98,15 @@ class HeaderSubscription(_Subscription):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._subs.stop_headers(self)
-        self._close_stream(receiver=True)
+        self.close_stream(receiver=True)
 
 
-class ScripthashSubscription(_Subscription):
+class ScripthashSubscription(NotificationBuffer):
     """Status notifications for a set of scripthashes (see the module docstring)."""
 
     def __init__(self, subs: Subscriptions, buffer: int) -> None:
-        super().__init__(subs, buffer)
+        super().__init__(buffer)
+        self._subs = subs
         self.scripthashes: set[str] = set()
 
     async def __aenter__(self) -> ScripthashSubscription:
@@ -181,7 +115,7 @@ class ScripthashSubscription(_Subscription):
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close_stream(receiver=True)
+        self.close_stream(receiver=True)
         with anyio.CancelScope(shield=True):
             await self._subs.remove(self, list(self.scripthashes))
 
@@ -193,7 +127,7 @@ class ScripthashSubscription(_Subscription):
 
     async def add_addresses(self, addresses: Iterable[str]) -> dict[str, str | None]:
         """Like ``add`` for addresses of the pool's network; keyed by scripthash."""
-        network = self._subs.pool.config.network
+        network = self._subs.host.config.network
         return await self.add([address_to_scripthash(a, network) for a in addresses])
 
     async def remove(self, scripthashes: Iterable[str]) -> None:
@@ -206,10 +140,11 @@ class ScripthashSubscription(_Subscription):
 
 
 class Subscriptions:
-    """The pool's subscription registry: which server carries what, routing, moving."""
+    """The pool's subscription registry: which server carries what, routing, the lag
+    rule, moving. ``host`` is the pool, seen through ``PoolHost``."""
 
-    def __init__(self, pool: ServerPool) -> None:
-        self.pool = pool
+    def __init__(self, host: PoolHost) -> None:
+        self.host = host
         self.carriers: dict[str, Upstream] = {}
         self.statuses: dict[str, str | None] = {}
         self.listeners: dict[str, set[ScripthashSubscription]] = {}
@@ -226,7 +161,7 @@ class Subscriptions:
             for hsub in self.headers:
                 if upstream in hsub.servers:
                     hsub.current[upstream.url] = note
-                    hsub._deliver(note)
+                    hsub.deliver(note)
             self._check_lag()
         elif method == SCRIPTHASH_SUBSCRIBE and len(args) == 2:
             scripthash, status = args
@@ -235,7 +170,7 @@ class Subscriptions:
             self.statuses[scripthash] = status
             status_note = StatusNotification(upstream.url, scripthash, status)
             for sub in self.listeners.get(scripthash, ()):
-                sub._deliver(status_note)
+                sub.deliver(status_note)
 
     def on_lost(self, upstream: Upstream) -> None:
         self._orphan_all(upstream)
@@ -262,9 +197,10 @@ class Subscriptions:
     def _check_lag(self) -> None:
         now = anyio.current_time()
         tips = {
-            u: u.tip_height for u in self.pool._active if u.usable(now) and u.tip_height is not None
+            u: u.tip_height
+            for u in self.host.active_servers() if u.usable(now) and u.tip_height is not None
         }
-        behind = lagging(tips, self.pool.config.max_lag_blocks)
+        behind = lagging(tips, self.host.config.max_lag_blocks)
         for upstream in behind - self._lagging:
             logger.info("%s lags the majority tip; moving its subscriptions", upstream.url)
             self._orphan_all(upstream)
@@ -277,13 +213,20 @@ class Subscriptions:
     def wake(self) -> None:
         self._wake.set()
 
+    def figures(self) -> SubscriptionFigures:
+        return SubscriptionFigures(
+            scripthashes=len(self.carriers), moving=len(self.orphans),
+            header_subscriptions=len(self.headers),
+        )
+
     # -- placement ---------------------------------------------------------------------
-    def candidates(self, exclude: Iterable[Upstream] = ()) -> list[Upstream]:
-        """Usable, not lagging servers, fewest subscriptions first."""
+    def candidates(self, exclude: AbstractSet[Upstream] = frozenset()) -> list[Upstream]:
+        """Usable, not lagging servers not in ``exclude``, fewest subscriptions first (the
+        rule the pool applies when it waits for a server to subscribe on)."""
         now = anyio.current_time()
         excluded = set(exclude)
         ok = [
-            u for u in self.pool._active
+            u for u in self.host.active_servers()
             if u.usable(now) and u not in self._lagging and u not in excluded
         ]
         load = {u: 0 for u in ok}
@@ -296,75 +239,14 @@ class Subscriptions:
                     load[u] += 1
         return sorted(ok, key=lambda u: load[u])
 
-    async def _subscribe_on(self, upstream: Upstream, scripthashes: list[str]) -> dict[str, Any]:
-        """Subscribe on one server; {scripthash: status or ServerError}. Registers the
-        carrier first so a notification right after the answer is routed."""
-        for sh in scripthashes:
-            self.carriers[sh] = upstream
-        try:
-            out = await upstream.batch([(SCRIPTHASH_SUBSCRIBE, [sh]) for sh in scripthashes])
-        except BaseException:
-            for sh in scripthashes:
-                if self.carriers.get(sh) is upstream:
-                    del self.carriers[sh]
-            raise
-        result = dict(zip(scripthashes, out, strict=True))
-        for sh, status in result.items():
-            if isinstance(status, ElectrumError):
-                if self.carriers.get(sh) is upstream:
-                    del self.carriers[sh]
-            else:
-                self.statuses[sh] = status
-        return result
-
     async def _place(self, scripthashes: list[str]) -> dict[str, tuple[Upstream, Any]]:
-        """Spread scripthashes over servers and subscribe, retrying a failed server's
-        share on others. Returns {scripthash: (server, status or ServerError)}."""
-        config = self.pool.config
-        placed: dict[str, tuple[Upstream, Any]] = {}
-        pending = list(scripthashes)
-        tried: set[Upstream] = set()
-        last: BaseException | None = None
-        for _attempt in range(config.max_retries + 1):
-            if not pending:
-                break
-            servers = self.candidates(tried)
-            if not servers:
-                servers = [await self.pool._acquire(tried, for_subscription=True)]
-            shares: dict[Upstream, list[str]] = {}
-            for i, sh in enumerate(pending):
-                shares.setdefault(servers[i % len(servers)], []).append(sh)
-            retry: list[str] = []
-
-            async def one(upstream: Upstream, share: list[str], retry: list[str]) -> None:
-                nonlocal last
-                try:
-                    for start in range(0, len(share), config.max_chunk):
-                        part = share[start : start + config.max_chunk]
-                        out = await self._subscribe_on(upstream, part)
-                        for sh, status in out.items():
-                            if isinstance(status, RetryableError):
-                                retry.append(sh)
-                                last = status
-                            else:
-                                placed[sh] = (upstream, status)
-                except RetryableError as exc:
-                    last = exc
-                    tried.add(upstream)
-                    retry.extend(sh for sh in share if sh not in placed)
-
-            async with anyio.create_task_group() as tg:
-                for upstream, share in shares.items():
-                    tg.start_soon(one, upstream, share, retry)
-            pending = retry
-        if pending:
-            raise NoServerAvailable(
-                f"could not subscribe {len(pending)} scripthash(es) on any server"
-            ) from last
-        return placed
+        return await place(
+            self.host, scripthashes, candidates=self.candidates, carriers=self.carriers,
+            statuses=self.statuses,
+        )
 
     async def add(self, sub: ScripthashSubscription, scripthashes: list[str]) -> dict[str, Any]:
-        self.pool._check_open()
+        self.host.check_open()
         result: dict[str, str | None] = {}
         new = []
         for sh in dict.fromkeys(scripthashes):
@@ -375,7 +257,7 @@ class Subscriptions:
             elif sh not in self.orphans:
                 new.append(sh)
         if new:
-            self.pool._grow(len(new))
+            self.host.grow(len(new))
             try:
                 placed = await self._place(new)
             except BaseException:
@@ -416,23 +298,31 @@ class Subscriptions:
         for upstream, shs in by_server.items():
             # Best effort: the server forgets them on disconnect anyway.
             try:
-                with anyio.move_on_after(self.pool.config.close_timeout):
+                with anyio.move_on_after(self.host.config.close_timeout):
                     await upstream.batch([(SCRIPTHASH_UNSUBSCRIBE, [sh]) for sh in shs])
             except ElectrumError:
                 pass
 
     async def start_headers(self, sub: HeaderSubscription) -> None:
-        self.pool._check_open()
-        await self.pool._ensure_servers(sub.count)
+        self.host.check_open()
+        await self._ensure_servers(sub.count)
         self._fill_headers(sub)
         if not sub.servers:
             raise NoServerAvailable("no server available for header subscriptions")
         # Registered only now, so the mover cannot top it up while it is being set up.
         self.headers.add(sub)
 
+    async def _ensure_servers(self, count: int) -> None:
+        """Open servers until ``count`` are active, then wait (up to connect_timeout) for
+        that many to be candidates."""
+        self.host.open_servers(count)
+        with anyio.move_on_after(self.host.config.connect_timeout):
+            while len(self.candidates()) < min(count, len(self.host.active_servers())):
+                await self.host.wait_changed()
+
     def _fill_headers(self, sub: HeaderSubscription) -> list[Upstream]:
         added = []
-        for upstream in self.candidates(sub.servers):
+        for upstream in self.candidates(frozenset(sub.servers)):
             if len(sub.servers) >= sub.count:
                 break
             sub.servers.append(upstream)
@@ -455,7 +345,7 @@ class Subscriptions:
                 await self._move_once()
             except ElectrumError as exc:
                 logger.warning("moving subscriptions failed, will retry: %s", exc)
-                await anyio.sleep(self.pool.config.backoff_base)
+                await anyio.sleep(self.host.config.backoff_base)
                 self.wake()
 
     async def _move_once(self) -> None:
@@ -465,10 +355,10 @@ class Subscriptions:
                 for upstream in self._fill_headers(hsub):
                     height, header = upstream.tip_height or 0, upstream.tip_header
                     if old:
-                        hsub._deliver(HeadersMoved(old, upstream.url, height, header))
+                        hsub.deliver(HeadersMoved(old, upstream.url, height, header))
                         old = hsub.orphaned_from = ""
                     else:  # a top-up (too few servers at the start): just its tip
-                        hsub._deliver(HeaderNotification(upstream.url, height, header))
+                        hsub.deliver(HeaderNotification(upstream.url, height, header))
         if not self.orphans:
             return
         batch = dict(self.orphans)
@@ -487,13 +377,13 @@ class Subscriptions:
             for sub in self.listeners.get(sh, ()):
                 moved.setdefault((sub, batch[sh], upstream.url), {})[sh] = status
         for (sub, old, new), statuses in moved.items():
-            sub._deliver(Moved(old, new, statuses))
+            sub.deliver(Moved(old, new, statuses))
         if self.orphans:
             self.wake()
 
     def close(self) -> None:
         for hsub in list(self.headers):
-            hsub._close_stream()
+            hsub.close_stream()
         for subs in list(self.listeners.values()):
             for sub in subs:
-                sub._close_stream()
+                sub.close_stream()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +13,8 @@ from .config import PoolConfig
 from .errors import ConnectionLost, ElectrumError, RetryableError, ServerError
 from .policy import Backoff
 from .session import ElectrumSession
+from .snapshot import ServerSnapshot
+from .states import ServerState, server_status
 from .urls import ServerAddress
 
 __all__ = ["ServerState", "Upstream"]
@@ -23,14 +24,6 @@ logger = logging.getLogger(__name__)
 HEADERS_METHOD = "blockchain.headers.subscribe"
 # Weight of the newest sample in the latency moving average.
 _LATENCY_ALPHA = 0.2
-
-
-class ServerState(enum.Enum):
-    IDLE = "idle"  # configured, never opened (the pool is lazy)
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    BACKOFF = "backoff"  # disconnected, waiting before the next attempt
-    CLOSED = "closed"
 
 
 class Upstream:
@@ -235,30 +228,29 @@ class Upstream:
         if session is not None:
             await session.close()
 
+    def snapshot(self, now: float, *, lagging: bool = False) -> ServerSnapshot:
+        """This server at ``now``; ``lagging``: the subscriptions' lag rule excludes it
+        now (see ``states.server_status`` for the label)."""
+        # A closed pool's server is "closed", and shows no ban.
+        banned = self.banned(now) and self.state is not ServerState.CLOSED
+        return ServerSnapshot(
+            url=self.url,
+            state=server_status(
+                self.state, banned=banned, backing_off=now < self.backoff_until,
+                lagging=lagging,
+            ),
+            in_flight=self.in_flight,
+            requests=self.requests,
+            failures=self.failures,
+            latency_ms=None if self.latency is None else round(self.latency * 1000, 1),
+            height=self.tip_height,
+            connects=self.connects,
+            backoff_s=round(max(0.0, self.backoff_until - now), 1),
+            protocol=self.session.protocol if self.session is not None else None,
+            ban_reason=self.ban_reason if banned else None,
+            banned_s=round(self.banned_until - now, 1) if banned else 0.0,
+        )
+
     def stats(self, now: float, *, lagging: bool = False) -> dict[str, Any]:
-        """Figures for the pool's stats; ``lagging``: the subscriptions' lag rule excludes
-        this server now (see ``ServerPool`` for the state labels)."""
-        state = self.state
-        banned = self.banned(now) and state is not ServerState.CLOSED
-        if banned:
-            label = "banned"
-        elif state is ServerState.CONNECTED and now < self.backoff_until:
-            label = "backoff"
-        elif state is ServerState.CONNECTED and lagging:
-            label = "lagging"
-        else:
-            label = state.value
-        return {
-            "url": self.url,
-            "state": label,
-            "in_flight": self.in_flight,
-            "requests": self.requests,
-            "failures": self.failures,
-            "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
-            "height": self.tip_height,
-            "connects": self.connects,
-            "backoff_s": round(max(0.0, self.backoff_until - now), 1),
-            "protocol": self.session.protocol if self.session is not None else None,
-            "ban_reason": self.ban_reason if banned else None,
-            "banned_s": round(self.banned_until - now, 1) if banned else 0.0,
-        }
+        """``snapshot(now, lagging=...)`` as the plain dict stats show."""
+        return self.snapshot(now, lagging=lagging).to_dict()

@@ -1,6 +1,6 @@
 """``server`` events: an upstream Electrum server joined, left, lagged, backed off or was banned.
 
-The pool reports each configured server's state label in ``pool.stats()["servers"]`` (idle,
+The pool's ``snapshot()`` labels each configured server with a ``ServerStatus`` (idle,
 connecting, connected, backoff, lagging, banned, closed). ``ServerEvents`` polls it and
 emits one event per server whose label changed since the last one reported for it
 (``key`` = server url)::
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskStatus
 
 from batcher.events import Event
-from stream.electrum import ServerPool
+from stream.electrum import ServerPool, ServerSnapshot, ServerStatus
 
 from .base import EventSink, make_event
 
@@ -38,34 +38,51 @@ __all__ = ["UNREPORTED_STATES", "ServerEvents", "server_changes"]
 
 logger = logging.getLogger(__name__)
 
-UNREPORTED_STATES: Final = frozenset({"idle", "connecting"})
+UNREPORTED_STATES: Final = frozenset({ServerStatus.IDLE.value, ServerStatus.CONNECTING.value})
+
+# What one server's event is built from: url, state label, height, latency_ms, ban_reason.
+_Row = tuple[str, str, Any, Any, Any]
 
 
 def server_changes(
-    reported: Mapping[str, str], servers: Sequence[Mapping[str, Any]], *, ts: float,
+    reported: Mapping[str, str], servers: Iterable[ServerSnapshot | Mapping[str, Any]], *,
+    ts: float,
 ) -> tuple[list[Event], dict[str, str]]:
     """The ``server`` events between the states last reported (url -> state) and the pool's
-    current ``stats()["servers"]``, and the new reported states. Pure."""
+    servers now, and the new reported states. Pure.
+
+    ``servers`` are the pool's ``ServerSnapshot``s, or rows shaped like their
+    ``to_dict()`` (as /api/v1/stats shows them); a row without a url or state is skipped."""
     now = dict(reported)
     events = []
     for server in servers:
-        url = server.get("url")
-        state = server.get("state")
-        if not isinstance(url, str) or not isinstance(state, str):
+        row = _row(server)
+        if row is None:
             continue
+        url, state, height, latency_ms, ban_reason = row
         if state in UNREPORTED_STATES or reported.get(url) == state:
             continue
         events.append(make_event("server", url, {
             "host": url,
             "state": state,
             "previous": reported.get(url),
-            "height": server.get("height"),
-            "latency_ms": server.get("latency_ms"),
+            "height": height,
+            "latency_ms": latency_ms,
             # Why a banned server is (the pool's ban_reason); null otherwise.
-            "reason": server.get("ban_reason") if state == "banned" else None,
+            "reason": ban_reason if state == ServerStatus.BANNED.value else None,
         }, ts=ts))
         now[url] = state
     return events, now
+
+
+def _row(server: ServerSnapshot | Mapping[str, Any]) -> _Row | None:
+    if isinstance(server, ServerSnapshot):
+        return (server.url, server.state.value, server.height, server.latency_ms,
+                server.ban_reason)
+    url, state = server.get("url"), server.get("state")
+    if not isinstance(url, str) or not isinstance(state, str):
+        return None
+    return url, state, server.get("height"), server.get("latency_ms"), server.get("ban_reason")
 
 
 class ServerEvents:
@@ -94,11 +111,11 @@ class ServerEvents:
             await anyio.sleep(self._poll)
 
     async def poll(self) -> None:
-        """Compare once and emit the changes (stats() only reads memory: no I/O)."""
+        """Compare once and emit the changes (snapshot() only reads memory: no I/O)."""
         try:
-            servers = self._pool.stats()["servers"]
+            servers = self._pool.snapshot().servers
             events, reported = server_changes(self._reported, servers, ts=time.time())
-        except Exception:  # a stats shape we do not know must not stop the producer
+        except Exception:  # a failure to read the pool must not stop the producer
             logger.exception("reading the pool's server states failed")
             self.polls += 1
             return

@@ -8,30 +8,18 @@ first probe and a server with no reachable Electrum server says so.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from typing import Any
 
 import anyio
 
 from stream.services import Services
 
-__all__ = ["check_health", "majority_tip"]
+__all__ = ["check_health"]
 
 logger = logging.getLogger(__name__)
 
 # Load balancers time out probes after a few seconds: answer before they do.
 STORE_TIMEOUT = 2.0
 ELECTRUM_TIMEOUT = 2.0
-
-
-def majority_tip(servers: list[dict[str, Any]]) -> int | None:
-    """The height most connected servers report (ties: the higher), or None."""
-    heights = Counter(int(s["height"]) for s in servers
-                      if s.get("state") == "connected" and s.get("height") is not None)
-    if not heights:
-        return None
-    tip, _ = max(heights.items(), key=lambda item: (item[1], item[0]))
-    return tip
 
 
 async def check_health(services: Services) -> list[str]:
@@ -43,7 +31,8 @@ async def check_health(services: Services) -> list[str]:
     except Exception as exc:  # any failure means "not reachable"; the log has the detail
         logger.warning("health: store unreachable: %s", type(exc).__name__)
         problems.append("store unreachable")
-    if majority_tip(services.pool.stats()["servers"]) is None:
+    # The pool's own tip rule: None while no connected server reports a tip.
+    if services.pool.servers_tip() is None:
         try:
             with anyio.fail_after(ELECTRUM_TIMEOUT):
                 await services.pool.request("blockchain.headers.subscribe")

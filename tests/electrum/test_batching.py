@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.electrum.batching import chunk, dedupe, expand, spread
+from stream.electrum.batching import assemble, chunk, dedupe, expand, spread
 
 
 def test_dedupe_keeps_first_seen_order_and_maps_duplicates_back() -> None:
@@ -41,3 +41,26 @@ def test_chunks_hold_at_most_100() -> None:
     assert [i for p in parts for i in p] == list(range(334))
     with pytest.raises(ValueError):
         chunk(range(3), 0)
+
+
+@pytest.mark.parametrize("servers", [0, 1, 2, 5])
+def test_a_batch_of_one_call_is_one_range_of_one(servers: int) -> None:
+    assert spread(1, servers) == [range(1)]
+
+
+def test_spread_covers_every_count_and_server_count_exactly_once() -> None:
+    for count in range(1, 80):
+        for servers in range(0, 8):
+            ranges = spread(count, servers, per_server=7, threshold=3)
+            assert [i for r in ranges for i in r] == list(range(count)), (count, servers)
+            assert 1 <= len(ranges) <= max(1, servers)
+
+
+def test_assemble_maps_back_and_refuses_a_missing_result() -> None:
+    missing = object()
+    dedup = dedupe(["a", "b", "a"])
+    assert assemble(dedup, ["A", "B"], missing=missing) == ["A", "B", "A"]
+    with pytest.raises(RuntimeError, match=r"1 of 2 unique batch call\(s\) got no result"):
+        assemble(dedup, ["A", missing], missing=missing)
+    with pytest.raises(ValueError):
+        assemble(dedup, ["A"], missing=missing)

@@ -33,6 +33,14 @@ def by_url(pool: ServerPool) -> dict[str, dict[str, Any]]:
     return {s["url"]: s for s in pool.stats()["servers"]}
 
 
+async def until_connected(pool: ServerPool, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Wait for ``count`` connected servers on the pool's own change signal (a server's
+    state changes wake it), not by polling."""
+    with anyio.fail_after(timeout):
+        while pool.stats()["connected"] < count:
+            await pool.wait_changed()
+
+
 async def test_no_connection_before_the_first_request(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -86,9 +94,7 @@ async def test_single_requests_go_round_robin_over_servers(
     async with ServerPool(urls, network="regtest", burst=3) as pool:
         for _ in range(3):
             await pool.request("server.ping")
-        with anyio.fail_after(5):
-            while pool.stats()["connected"] < 3:
-                await anyio.sleep(0.02)
+        await until_connected(pool, 3, timeout=5)
         before = {u: s["requests"] for u, s in by_url(pool).items()}
         for _ in range(30):
             await pool.request("server.ping")
@@ -171,9 +177,7 @@ async def test_batch_completes_when_one_server_stops_and_another_is_killed(
         async with ServerPool(urls, network="regtest", burst=3, backoff_base=5.0) as pool:
             for _ in range(3):
                 await pool.request("server.ping")
-            with anyio.fail_after(10):
-                while pool.stats()["connected"] < 3:
-                    await anyio.sleep(0.02)
+            await until_connected(pool, 3, timeout=10)
             results: list[Any] = []
 
             async def fetch() -> None:
@@ -207,9 +211,7 @@ async def test_throttling_server_is_backed_off_while_the_others_carry_on(
                           request_timeout=3.0) as pool:
         for _ in range(3):
             await pool.request("server.ping")
-        with anyio.fail_after(10):
-            while pool.stats()["connected"] < 3:
-                await anyio.sleep(0.02)
+        await until_connected(pool, 3, timeout=10)
         throttled = False
         for _ in range(10):
             # Errors for unknown txids are per item; they only cost the servers.
@@ -236,9 +238,7 @@ async def test_tls_to_the_ssl_ports_with_optional_pinning(
     async with ServerPool(urls, network="regtest", burst=3) as pool:  # self-signed: accepted
         for _ in range(3):
             assert await pool.request("server.ping") is None
-        with anyio.fail_after(10):
-            while pool.stats()["connected"] < 3:
-                await anyio.sleep(0.02)
+        await until_connected(pool, 3, timeout=10)
         assert [s["protocol"] for s in pool.stats()["servers"]] == ["1.6"] * 3
     async with ServerPool(urls[:1], network="regtest",
                           ssl_context=bed_certs.client_context(verify=True)) as pool:

@@ -20,8 +20,6 @@ A = "tcp://127.0.0.1:50001"
 B = "ssl://127.0.0.1:50002"
 
 
-
-
 def snap(url: str, state: str, height: int | None = 100,
          latency_ms: float | None = 12.5) -> dict[str, Any]:
     return {"url": url, "state": state, "height": height, "latency_ms": latency_ms,
@@ -136,6 +134,8 @@ async def test_a_server_leaving_and_coming_back_is_two_events(
 
         down_failures = failures()
         await wait_until(lambda: failures() >= down_failures + 2, 30.0)
+        polls = producer.polls  # and the producer has looked since
+        await wait_until(lambda: producer.polls >= polls + 2, 30.0)
         assert len(sink.events) == 2
 
         await anyio.to_thread.run_sync(server.start)  # same ports, same DB
