@@ -90,3 +90,15 @@ def test_one_redactor_with_or_without_a_mask(monkeypatch: pytest.MonkeyPatch) ->
     assert caught.value.problems == [
         'CHAINWIRE_DATABASE_URL must be a postgresql:// or sqlite:/// URL, '
         'got "mysql://app:***@db/x"']
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p@ss@db.example/chainwire", "postgresql://u@db.example/chainwire"),
+        ("postgresql://u:s3cret@db.example:5432", "postgresql://u@db.example:5432"),
+        ("postgresql://u@db.example/x", "postgresql://u@db.example/x"),
+    ],
+)
+def test_no_part_of_a_password_survives_redaction(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -262,7 +262,9 @@ class BatchStore(BatchLog, BatchReader, ProducerState, WatchList, Prunable, Prot
         ...
 
 
-_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
+# The password runs to the last "@" of the authority: an unencoded "@" inside it must not
+# leave its tail in a log.
+_PASSWORD = re.compile(r"(://[^:/@\s]*):[^/\s]*@")
 
 
 def redact_url(url: str, *, mask: str = "") -> str:
