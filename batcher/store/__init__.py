@@ -20,7 +20,6 @@ from batcher.store.interface import (
     StoreError,
     StoreUnavailable,
     WatchList,
-    encode_batch,
     redact_url,
     validate_event,
 )
@@ -36,7 +35,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WatchList",
-    "encode_batch",
     "open_store",
     "redact_url",
     "validate_event",

@@ -14,9 +14,9 @@ import pytest
 
 from batcher.events import Event
 from batcher.runner import BatcherConfig, BatchRunner, RunnerState
-from batcher.store import BatchStore, encode_batch, open_store
+from batcher.store import BatchStore, open_store
 from batcher.window import WindowLimits
-from tests.batcher.helpers import FlakyStore, RecordingSink, events, eventually
+from tests.batcher.helpers import FlakyStore, RecordingSink, events, eventually, wire
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +49,7 @@ async def test_events_are_stored_then_published_as_batches_in_seq_order(
     assert sink.seqs == [1, 2, 3]
     assert sink.event_ids == [e.id for e in sent]
     stored = await sqlite_store.batches_after(0)
-    assert [encode_batch(b) for b in stored] == [encode_batch(b) for b in sink.batches]
+    assert [wire(b) for b in stored] == [wire(b) for b in sink.batches]
     stats = runner.stats()
     assert stats["events_batched"] == 25
     assert stats["batches_created"] == 3
