@@ -121,8 +121,9 @@ async def test_database_down_at_start_logs_one_clear_line_per_attempt_and_retrie
         store = open_store(url, retry_max_delay=0.5)
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.open)
-            await eventually(lambda: "unreachable" in caplog.text)
-            await anyio.sleep(0.8)
+            await eventually(
+                lambda: sum("unreachable" in r.getMessage() for r in caplog.records) >= 2
+            )
             proxy.bring_up()
             await eventually(lambda: "store open" in caplog.text or _is_open(store))
         try:
@@ -171,7 +172,8 @@ async def test_batches_wait_while_the_database_is_down_and_are_written_in_order_
                 proxy.down()
                 await runner.submit_many(sent[50:150])
                 await eventually(lambda: runner.stats()["store_degraded"])
-                await anyio.sleep(0.3)
+                # A backoff try too (after the two quick ones): still nothing published.
+                await eventually(lambda: runner.stats()["store_retries"] >= 3)
                 assert len(sink.event_ids) == 50
                 assert runner.stats()["retry_buffer"] == 10
                 proxy.bring_up()

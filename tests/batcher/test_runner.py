@@ -96,7 +96,8 @@ async def test_cancellation_flushes_every_open_window(sqlite_store: BatchStore) 
     async with anyio.create_task_group() as tg:
         await tg.start(runner.run)
         await runner.submit_many(events(3) + events(2, "block"))
-        await anyio.sleep(0.05)
+        # Every task idle: the aggregator holds the events in windows due in a minute.
+        await anyio.wait_all_tasks_blocked()
         assert sink.batches == []
         tg.cancel_scope.cancel()
     assert [(b.type, b.count) for b in sink.batches] == [("address", 3), ("block", 2)]
@@ -174,7 +175,8 @@ async def test_store_failures_are_retried_twice_then_buffered_and_written_in_ord
         flaky.down = True
         await runner.submit_many(events(6, start=2))
         await eventually(lambda: runner.stats()["store_degraded"])
-        await anyio.sleep(0.1)
+        # Two backoff tries after the three quick ones: still one failure, nothing published.
+        await eventually(lambda: len(flaky.calls) >= 2 + 3 + 2)
         stats = runner.stats()
         assert stats["store_failures"] == 1
         assert stats["retry_buffer"] == 3
@@ -230,7 +232,11 @@ async def test_a_full_retry_buffer_slows_the_producers(
         async with anyio.create_task_group() as tg:
             await tg.start(runner.run)
             tg.start_soon(produce)
-            await anyio.sleep(0.3)
+            # The aggregator waits for room and the input queue is full: the producer waits.
+            await eventually(
+                lambda: runner.stats()["producers_slowed"] and runner.stats()["queued_events"] == 3
+            )
+            await anyio.wait_all_tasks_blocked()
             # Buffer (4) + the aggregator's hand (1 closing) + the input queue (3): the rest waits.
             assert submitted < 12
             stats = runner.stats()
@@ -271,7 +277,8 @@ async def test_shutdown_flush_succeeds_once_the_store_comes_back(sqlite_store: B
     runner = BatchRunner(flaky, sink, fast_config(window_ms=60_000, shutdown_timeout=5))
 
     async def recover() -> None:
-        await anyio.sleep(0.2)
+        # Once shutdown has tried (and failed) twice, the store comes back.
+        await eventually(lambda: len(flaky.calls) >= 2)
         flaky.down = False
 
     async with anyio.create_task_group() as outer:
