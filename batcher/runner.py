@@ -89,7 +89,7 @@ class BatchRunner:
             pending=self._pending, lifecycle=self._lifecycle, counters=self._counters,
         )
         # Set by run(): the input stream, the loop's token (for submit_threadsafe) and the
-        # task group's scope, whose deadline aclose() sets to bound the shutdown.
+        # tasks' scope, whose deadline aclose() sets to bound the shutdown.
         self._send: MemoryObjectSendStream[Event] | None = None
         self._receive: MemoryObjectReceiveStream[Event] | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -153,14 +153,16 @@ class BatchRunner:
         send, receive = anyio.create_memory_object_stream[Event](self._config.queue_size)
         self._send, self._receive = send, receive
         self._token = anyio.lowlevel.current_token()
+        # Made before the state says RUNNING, so aclose() always finds a scope to bound.
+        scope = self._scope = anyio.CancelScope()
         self._lifecycle.advance(RunnerState.RUNNING)
         self._log_start()
         try:
-            async with anyio.create_task_group() as tg:
-                self._scope = tg.cancel_scope
-                tg.start_soon(self._aggregator.run, receive)
-                tg.start_soon(self._writer.run)
-                task_status.started()
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._aggregator.run, receive)
+                    tg.start_soon(self._writer.run)
+                    task_status.started()
         finally:
             self._lifecycle.advance(RunnerState.CLOSING)
             send.close()

@@ -361,3 +361,28 @@ async def test_aclose_stops_waiting_out_the_backoff_and_writes_once_the_store_re
             await runner.aclose()
     assert sink.event_ids == [f"address{i}" for i in range(4)]
     assert runner.stats()["batches_lost"] == 0
+
+
+async def test_aclose_is_bounded_by_shutdown_timeout_when_the_store_stays_down(
+    sqlite_store: BatchStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyStore(sqlite_store)
+    flaky.down = True
+    sink = RecordingSink()
+    runner = BatchRunner(flaky, sink, fast_config(window_events=2, shutdown_timeout=0.3))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.submit_many(events(5))
+        await eventually(lambda: runner.stats()["store_degraded"])
+        start = anyio.current_time()
+        with anyio.fail_after(5):
+            await runner.aclose()
+        elapsed = anyio.current_time() - start
+    assert 0.3 <= elapsed < 1.0
+    assert runner.state is RunnerState.CLOSED
+    stats = runner.stats()
+    # Two full windows were queued, the odd event's window closed at shutdown.
+    assert (stats["batches_lost"], stats["events_lost"]) == (3, 5)
+    assert stats["flushes_shutdown"] == 1
+    assert sink.batches == []
+    assert "3 batches (5 events)" in caplog.text and "they are lost" in caplog.text
