@@ -15,7 +15,7 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from batcher.store import BatchStore, StoreError
+from batcher.store import Prunable, StoreError
 
 __all__ = ["DEFAULT_RETENTION_HOURS", "RetentionPruner"]
 
@@ -33,7 +33,7 @@ class RetentionPruner:
 
     def __init__(
         self,
-        store: BatchStore,
+        store: Prunable,
         *,
         retention_hours: float = DEFAULT_RETENTION_HOURS,
         interval: float = 300.0,

@@ -19,7 +19,6 @@ from batcher.store.interface import (
     StoreError,
     StoreUnavailable,
     WatchList,
-    encode_batch,
     redact_url,
     validate_event,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WatchList",
-    "encode_batch",
     "open_store",
     "parse_database_url",
     "redact_url",

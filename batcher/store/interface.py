@@ -33,7 +33,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WatchList",
-    "encode_batch",
     "redact_url",
     "validate_event",
 ]
@@ -83,14 +82,6 @@ class NewBatch:
     def sequenced(self, seq: int, epoch: str) -> Batch:
         """The stored form of this batch."""
         return Batch(seq=seq, epoch=epoch, type=self.type, events=self.events, ts=self.ts)
-
-
-def encode_batch(batch: Batch) -> bytes:
-    """The canonical wire encoding of a batch (what SSE ``data:`` carries).
-
-    A batch read back from the store encodes to the same bytes as the live one.
-    """
-    return orjson.dumps(batch.to_dict())
 
 
 def validate_event(event: Event) -> None:

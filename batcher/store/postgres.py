@@ -21,68 +21,12 @@ import asyncpg
 from batcher.events import Batch
 from batcher.store.base import StoreBase, check_limit
 from batcher.store.interface import NewBatch, StoreError, StoreUnavailable, redact_url
+from batcher.store.postgres_schema import SCHEMA_VERSION, migrate
 from batcher.store.rows import batch_rows, batches_from_rows
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 logger = logging.getLogger(__name__)
-
-#: The schema this code writes; older schemas are migrated at ``open()``.
-SCHEMA_VERSION = 1
-
-# Any constant works: it only has to be the same for every node migrating this database.
-_MIGRATION_LOCK = 0x43484E57  # "CHNW"
-
-_META = """
-CREATE TABLE IF NOT EXISTS chainwire_meta (
-    id smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    schema_version integer NOT NULL,
-    epoch text NOT NULL,
-    last_seq bigint NOT NULL DEFAULT 0,
-    tip_height bigint,
-    tip_hash text
-)
-"""
-
-# Each entry migrates from the previous version. Never edit a released entry: add one.
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE chainwire_batches (
-        seq bigint PRIMARY KEY,
-        batch_id text NOT NULL,
-        type text NOT NULL,
-        ts double precision NOT NULL,
-        count integer NOT NULL
-    );
-    -- ts grows with seq: a BRIN index costs next to nothing per insert and serves prune().
-    CREATE INDEX chainwire_batches_ts ON chainwire_batches USING brin (ts);
-    -- data is json text, not jsonb: jsonb reorders keys and replay must be byte-exact.
-    CREATE TABLE chainwire_events (
-        seq bigint NOT NULL,
-        idx integer NOT NULL,
-        id text NOT NULL,
-        type text NOT NULL,
-        key text NOT NULL,
-        ts double precision NOT NULL,
-        value_sats bigint,
-        data text NOT NULL,
-        PRIMARY KEY (seq, idx)
-    );
-    CREATE INDEX chainwire_events_type_key ON chainwire_events (type, key, seq);
-    CREATE INDEX chainwire_events_large ON chainwire_events (value_sats)
-        WHERE type = 'tx.large';
-    CREATE TABLE chainwire_watch (
-        id bigserial PRIMARY KEY,
-        address text NOT NULL UNIQUE
-    );
-    CREATE TABLE chainwire_known_tx (
-        address text NOT NULL,
-        txid text NOT NULL,
-        height bigint NOT NULL,
-        PRIMARY KEY (address, txid)
-    );
-    """,
-}
 
 # Batch rows are few (one per ten events): COPY pays off for them from this many on.
 _BATCH_COPY_THRESHOLD = 50
@@ -171,9 +115,7 @@ class PostgresStore(StoreBase):
     def url(self) -> str:
         return self._url
 
-
     # -- lifecycle -------------------------------------------------------------------------
-
 
     async def open(self) -> None:
         """Connect and migrate; while the database is unreachable, log one line per attempt
@@ -232,32 +174,8 @@ class PostgresStore(StoreBase):
             pool.terminate()
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:
-        async with pool.acquire() as conn, conn.transaction():
-            # Nodes starting together: one migrates, the others wait and see it done.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(_META)
-            row = await conn.fetchrow("SELECT schema_version, epoch FROM chainwire_meta")
-            version = 0 if row is None else int(row["schema_version"])
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"database at {self._url} has schema version {version}, newer than this "
-                    f"Chainwire ({SCHEMA_VERSION}): upgrade Chainwire"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                await conn.execute(_MIGRATIONS[step])
-                logger.info("migrated %s to schema version %d", self._url, step)
-            if row is None:
-                epoch = uuid.uuid4().hex
-                await conn.execute(
-                    "INSERT INTO chainwire_meta (schema_version, epoch) VALUES ($1, $2)",
-                    SCHEMA_VERSION,
-                    epoch,
-                )
-            else:
-                epoch = str(row["epoch"])
-                await conn.execute("UPDATE chainwire_meta SET schema_version = $1", SCHEMA_VERSION)
-            self._epoch = epoch
-            self._confirmed_seq = int(await conn.fetchval("SELECT last_seq FROM chainwire_meta"))
+        async with pool.acquire() as conn:
+            self._epoch, self._confirmed_seq = await migrate(conn, self._url)
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -433,8 +351,6 @@ class PostgresStore(StoreBase):
         await self._execute(
             "UPDATE chainwire_meta SET tip_height = $1, tip_hash = $2", height, block_hash
         )
-
-
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from batcher.store import BatchStore, open_store
+from tests.batcher.pgcluster import PgCluster, throwaway_cluster, why_no_cluster
 
 #: Where the tests create (and drop) their own databases.
 PG_ADMIN_URL = os.environ.get(
@@ -71,3 +72,14 @@ async def store(store_url: str) -> AsyncIterator[BatchStore]:
     """An open store of each engine."""
     async with open_store(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL server of the test's own (free loopback port, temporary directory), for
+    tests that stop and start it; skipped only where no PostgreSQL binaries exist."""
+    reason = why_no_cluster()
+    if reason is not None:
+        pytest.skip(f"cannot start a throwaway PostgreSQL cluster: {reason}")
+    with throwaway_cluster() as cluster:
+        yield cluster

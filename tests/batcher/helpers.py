@@ -1,4 +1,5 @@
-"""Test helpers: a recording sink and a store wrapper that injects failures."""
+"""Test helpers: a recording sink, a store wrapper that injects failures, and the wire
+form of a batch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import anyio
 
 from batcher.events import Batch, Event
 from batcher.store import BatchStore, NewBatch, StoreUnavailable
+from stream.fanout.hub import Message
+
+
+def wire(batch: Batch) -> bytes:
+    """The batch JSON byte for byte as the server sends it: the hub's own encoding (SSE
+    ``data:``; the WS ``batch`` message is the same object with ``"op"`` in front)."""
+    return Message.encode(batch).payload
 
 
 class RecordingSink:

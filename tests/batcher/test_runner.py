@@ -14,9 +14,9 @@ import pytest
 
 from batcher.events import Event
 from batcher.runner import BatcherConfig, BatchRunner, RunnerState
-from batcher.store import BatchStore, encode_batch, open_store
+from batcher.store import BatchStore, open_store
 from batcher.window import WindowLimits
-from tests.batcher.helpers import FlakyStore, RecordingSink, events, eventually
+from tests.batcher.helpers import FlakyStore, RecordingSink, events, eventually, wire
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +49,7 @@ async def test_events_are_stored_then_published_as_batches_in_seq_order(
     assert sink.seqs == [1, 2, 3]
     assert sink.event_ids == [e.id for e in sent]
     stored = await sqlite_store.batches_after(0)
-    assert [encode_batch(b) for b in stored] == [encode_batch(b) for b in sink.batches]
+    assert [wire(b) for b in stored] == [wire(b) for b in sink.batches]
     stats = runner.stats()
     assert stats["events_batched"] == 25
     assert stats["batches_created"] == 3
@@ -96,7 +96,8 @@ async def test_cancellation_flushes_every_open_window(sqlite_store: BatchStore) 
     async with anyio.create_task_group() as tg:
         await tg.start(runner.run)
         await runner.submit_many(events(3) + events(2, "block"))
-        await anyio.sleep(0.05)
+        # Every task idle: the aggregator holds the events in windows due in a minute.
+        await anyio.wait_all_tasks_blocked()
         assert sink.batches == []
         tg.cancel_scope.cancel()
     assert [(b.type, b.count) for b in sink.batches] == [("address", 3), ("block", 2)]
@@ -174,7 +175,8 @@ async def test_store_failures_are_retried_twice_then_buffered_and_written_in_ord
         flaky.down = True
         await runner.submit_many(events(6, start=2))
         await eventually(lambda: runner.stats()["store_degraded"])
-        await anyio.sleep(0.1)
+        # Two backoff tries after the three quick ones: still one failure, nothing published.
+        await eventually(lambda: len(flaky.calls) >= 2 + 3 + 2)
         stats = runner.stats()
         assert stats["store_failures"] == 1
         assert stats["retry_buffer"] == 3
@@ -230,7 +232,11 @@ async def test_a_full_retry_buffer_slows_the_producers(
         async with anyio.create_task_group() as tg:
             await tg.start(runner.run)
             tg.start_soon(produce)
-            await anyio.sleep(0.3)
+            # The aggregator waits for room and the input queue is full: the producer waits.
+            await eventually(
+                lambda: runner.stats()["producers_slowed"] and runner.stats()["queued_events"] == 3
+            )
+            await anyio.wait_all_tasks_blocked()
             # Buffer (4) + the aggregator's hand (1 closing) + the input queue (3): the rest waits.
             assert submitted < 12
             stats = runner.stats()
@@ -271,7 +277,8 @@ async def test_shutdown_flush_succeeds_once_the_store_comes_back(sqlite_store: B
     runner = BatchRunner(flaky, sink, fast_config(window_ms=60_000, shutdown_timeout=5))
 
     async def recover() -> None:
-        await anyio.sleep(0.2)
+        # Once shutdown has tried (and failed) twice, the store comes back.
+        await eventually(lambda: len(flaky.calls) >= 2)
         flaky.down = False
 
     async with anyio.create_task_group() as outer:
@@ -354,3 +361,28 @@ async def test_aclose_stops_waiting_out_the_backoff_and_writes_once_the_store_re
             await runner.aclose()
     assert sink.event_ids == [f"address{i}" for i in range(4)]
     assert runner.stats()["batches_lost"] == 0
+
+
+async def test_aclose_is_bounded_by_shutdown_timeout_when_the_store_stays_down(
+    sqlite_store: BatchStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyStore(sqlite_store)
+    flaky.down = True
+    sink = RecordingSink()
+    runner = BatchRunner(flaky, sink, fast_config(window_events=2, shutdown_timeout=0.3))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.submit_many(events(5))
+        await eventually(lambda: runner.stats()["store_degraded"])
+        start = anyio.current_time()
+        with anyio.fail_after(5):
+            await runner.aclose()
+        elapsed = anyio.current_time() - start
+    assert 0.3 <= elapsed < 1.0
+    assert runner.state is RunnerState.CLOSED
+    stats = runner.stats()
+    # Two full windows were queued, the odd event's window closed at shutdown.
+    assert (stats["batches_lost"], stats["events_lost"]) == (3, 5)
+    assert stats["flushes_shutdown"] == 1
+    assert sink.batches == []
+    assert "3 batches (5 events)" in caplog.text and "they are lost" in caplog.text

@@ -103,6 +103,29 @@ def test_drain_flushes_every_open_window_at_shutdown() -> None:
     assert windows.next_deadline() is None
 
 
+def test_drain_flushes_in_the_order_the_windows_opened() -> None:
+    # Names sort the other way round, and deadlines in yet another order (per-type ages):
+    # only the opening order gives the seqs a live run would have given.
+    config = WindowConfig(
+        per_type={"server": WindowLimits(max_age=60.0), "block": WindowLimits(max_age=0.05)}
+    )
+    windows = Windows(config)
+    windows.add(ev("server", 0), now=1.0)
+    windows.add(ev("fees", 1), now=1.01)
+    windows.add(ev("block", 2), now=1.02)
+    windows.add(ev("address", 3), now=1.03)
+    windows.add(ev("fees", 4), now=1.04)
+    closed = windows.drain(now=1.05)
+    assert [(c.type, c.opened_at, c.count) for c in closed] == [
+        ("server", 1.0, 1),
+        ("fees", 1.01, 2),
+        ("block", 1.02, 1),
+        ("address", 1.03, 1),
+    ]
+    assert {c.reason for c in closed} == {"shutdown"}
+    assert windows.pending_events == 0
+
+
 def test_per_type_limits_and_a_type_that_flushes_at_once() -> None:
     config = WindowConfig(
         per_type={
