@@ -133,8 +133,11 @@ def test_each_folder_imports_only_what_comes_before_it_in_the_flow(path: Path) -
 def test_storage_engines_import_only_the_interface_base_and_rows(path: Path) -> None:
     if path.name == "__init__.py":
         return  # the factory: it picks an engine
+    # An engine's own parts (``postgres_schema`` for ``postgres``) are its business.
+    own = f"batcher.store.{path.stem.split('_')[0]}_"
     ours = {m for m in imports_of(path) if m.startswith("batcher.store")}
-    assert ours <= ENGINE_IMPORTS, f"{path.name} imports {sorted(ours - ENGINE_IMPORTS)}"
+    bad = {m for m in ours - ENGINE_IMPORTS if not m.startswith(own)}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
 def test_no_import_cycles() -> None:
