@@ -1,9 +1,12 @@
-"""One address round's work, from the plan to the outcome (nothing is recorded here).
+"""One address round's work, from the plan to the outcome.
 
 ``RoundWorker.work`` reads the histories of the plan's addresses and diffs them
 (``address_diff``), holds young losses back, adds confirmation updates, prices every change
-(``amounts``) and builds the events. The producer stores them, then calls
-``committed`` and records the outcome in its entries: the exactly-once order.
+(``amounts``) and builds the events. What counts as sent (known transactions, confirmation
+counts, reported ``tx.large``) is not recorded here: the producer stores the events, then
+calls ``committed`` and records the outcome in its entries, the exactly-once order. What
+does change during the work (stale-history counts, loss timers, the amounts cache, counts
+read back from the event log) is safe to redo when a round fails.
 """
 
 from __future__ import annotations
@@ -185,6 +188,6 @@ class RoundWorker:
             self._incomplete_rounds += 1
             if self._incomplete_rounds < _INCOMPLETE_RETRIES:
                 raise Incomplete(f"{len(unfetched)} transaction(s) not available, "
-                                  f"e.g. {unfetched[0]}")
+                                 f"e.g. {unfetched[0]}")
             logger.warning("going on without %d transaction(s) (amounts may be 0): %s",
                            len(unfetched), ", ".join(unfetched[:5]))

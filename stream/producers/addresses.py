@@ -21,8 +21,9 @@ not sent again (``address_log``).
 Reorgs: a round waits (briefly) until the block producer has caught up with the servers'
 tip, so the ``reorg`` event is always emitted before the ``address`` events it causes.
 
-Each address's state is one ``WatchedAddress`` (``watched``); a round's steps and types
-are in ``rounds``.
+Each address's state is one ``WatchedAddress`` (``watched``): watching adds an entry,
+unwatching removes it. A round's work is ``address_round``, its named types and pure steps
+``rounds``; this module keeps the inputs, the loop, and the recording after each round.
 """
 
 from __future__ import annotations
