@@ -42,6 +42,9 @@ def test_restart_while_payments_arrive_emits_every_event_once(
     wait_for_tip()
     node = regtest_node
     address = node.new_address("p2pkh")
+    # Paid last: its event is stored after every round before it, so once it is there,
+    # whatever those rounds would send about `address` is there too.
+    sentinel = node.new_address("p2wpkh")
 
     async def run() -> None:
         async with fresh_pg_database() as name:
@@ -52,7 +55,7 @@ def test_restart_while_payments_arrive_emits_every_event_once(
             "CHAINWIRE_NETWORK": "regtest",
             "CHAINWIRE_SERVERS": ",".join(s.tcp_url for s in electrumx_servers),
             "CHAINWIRE_DATABASE_URL": database_url,
-            "CHAINWIRE_WATCH": address,
+            "CHAINWIRE_WATCH": f"{address},{sentinel}",
             "CHAINWIRE_WINDOW_MS": "300",
         }
         txids = []
@@ -67,7 +70,8 @@ def test_restart_while_payments_arrive_emits_every_event_once(
             wait_for(server, address, 6)
             node.mine()
             events = wait_for(server, address, 12)
-            time.sleep(1.0)  # nothing more may come
+            node.pay(sentinel, 1_400)  # nothing more may come before its event
+            assert len(wait_for(server, sentinel, 1)) == 1
             events = address_events(server, address)
         counts = Counter((e["txid"], e["status"]) for e in events)
         assert set(counts) == {(t, s) for t in txids for s in ("mempool", "confirmed")}

@@ -30,14 +30,14 @@ With nothing stored, the first tip seen is emitted as one ``block`` event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from batcher.events import Event
-from batcher.store import BatchStore, StoreError
+from batcher.store import ProducerState, StoreError
 from stream.electrum import (
     HeaderNotification,
     HeadersMoved,
@@ -49,9 +49,9 @@ from stream.electrum import (
 )
 
 from .base import ChainChange, ChainListener, EventSink, make_event
+from .block_runs import linked_run, parse_headers_result, seed_window
 from .headers import (
     DEFAULT_MAX_DEPTH,
-    HEADER_SIZE,
     BlockHeader,
     ChainUpdate,
     Duplicate,
@@ -92,66 +92,6 @@ class _Untrusted(Exception):
     """What a server sent cannot be true: ban it."""
 
 
-def parse_headers_result(result: Any) -> list[BlockHeader]:
-    """The headers of a ``blockchain.block.headers`` answer: protocol 1.6's
-    ``{"count", "max", "headers": [hex, ...]}`` or 1.4's ``{"hex": concatenated, "count"}``.
-    ``ValueError`` for anything else."""
-    if not isinstance(result, Mapping):
-        raise ValueError(f"expected an object, got {type(result).__name__}")
-    if "headers" in result:
-        items = result["headers"]
-        if not isinstance(items, list):
-            raise ValueError("'headers' is not a list")
-        headers = [BlockHeader.parse(item) for item in items]
-    elif "hex" in result:
-        text = result["hex"]
-        if not isinstance(text, str) or len(text) % (2 * HEADER_SIZE):
-            raise ValueError("'hex' is not a whole number of headers")
-        step = 2 * HEADER_SIZE
-        headers = [BlockHeader.parse(text[i : i + step]) for i in range(0, len(text), step)]
-    else:
-        raise ValueError("neither 'headers' nor 'hex' in the answer")
-    count = result.get("count", len(headers))
-    if count != len(headers):
-        raise ValueError(f"'count' is {count} but {len(headers)} headers came")
-    return headers
-
-
-def seed_window(
-    tip: tuple[int, str] | None, events: Sequence[Event], max_depth: int = DEFAULT_MAX_DEPTH
-) -> tuple[list[KnownBlock], Tip | None]:
-    """The window to resume with, from the stored tip and stored ``block`` events (newest
-    first, as ``recent_blocks`` returns them): the tip's block and its ancestors, found by
-    ``prev_hash``, lowest first, at most ``max_depth + 1``. Without a stored tip the newest
-    event stands for it. The second value is the stored tip when its own event is not
-    stored (lost in a crash, pruned, or the store was reset): only a server can fill it."""
-    blocks: list[KnownBlock] = []
-    for event in events:
-        try:
-            blocks.append(KnownBlock.from_event_data(event.data))
-        except (KeyError, TypeError, ValueError):
-            continue  # not a block event we wrote: ignore it
-    by_hash: dict[str, KnownBlock] = {}
-    for block in blocks:
-        by_hash.setdefault(block.hash, block)
-    if tip is None:
-        if not blocks:
-            return [], None
-        tip = (blocks[0].height, blocks[0].hash)
-    height, block_hash = tip
-    top = by_hash.get(block_hash)
-    if top is None or top.height != height:
-        return [], Tip(height, block_hash)
-    window = [top]
-    while len(window) <= max_depth:
-        parent = by_hash.get(window[-1].prev_hash)
-        if parent is None or parent.height != window[-1].height - 1:
-            break
-        window.append(parent)
-    window.reverse()
-    return window, None
-
-
 class BlockProducer:
     """Turns the checked tip of the Electrum servers into ``block`` and ``reorg`` events.
 
@@ -161,7 +101,7 @@ class BlockProducer:
     def __init__(
         self,
         pool: ServerPool,
-        store: BatchStore,
+        store: ProducerState,
         sink: EventSink,
         *,
         network: str,
@@ -345,7 +285,7 @@ class BlockProducer:
         assert anchor is not None
         start = max(0, anchor.height - self._max_depth)
         run = await self._fetch(server, start, anchor.height - start + 1)
-        window = _linked(start, run)
+        window = linked_run(start, run)
         if window and window[-1].height == anchor.height and window[-1].hash == anchor.hash:
             self._chain = self._new_chain(window)
             logger.info("block producer: resuming at stored tip %d from %s's headers",
@@ -374,7 +314,7 @@ class BlockProducer:
             self._shallow = False
             raise
         self._shallow = False
-        below = _linked(start, run)
+        below = linked_run(start, run)
         try:
             self._chain = self._new_chain([*below, *known])
         except ValueError:
@@ -451,14 +391,3 @@ class BlockProducer:
                 listener.on_chain(change)
             except Exception:  # one broken listener must not stop blocks
                 logger.exception("block producer: listener %r failed", listener)
-
-
-def _linked(start: int, run: Sequence[BlockHeader]) -> list[KnownBlock]:
-    """The run as known blocks from ``start``, cut at the first header that does not link
-    to the one before it."""
-    out: list[KnownBlock] = []
-    for i, header in enumerate(run):
-        if out and header.prev_hash != out[-1].hash:
-            break
-        out.append(KnownBlock.from_header(start + i, header))
-    return out

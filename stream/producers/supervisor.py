@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from batcher.store import BatchStore
+from batcher.store import ProducerState
 from stream.electrum import ServerPool
 from stream.settings import Settings
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class Producers:
     """Builds and runs every producer for ``settings``."""
 
-    def __init__(self, settings: Settings, pool: ServerPool, store: BatchStore,
+    def __init__(self, settings: Settings, pool: ServerPool, store: ProducerState,
                  sink: BatcherSink) -> None:
         network = settings.network
         self.addresses = AddressProducer(

@@ -72,6 +72,12 @@ class Harness:
         await self.store.set_tip(blocks[-1].height, blocks[-1].hash)
         self.producer.on_chain(Extended(blocks))
 
+    async def settled(self) -> None:
+        """Until the producer has handled everything so far (chain changes, notifications
+        read, timers, subscriptions) and waits for input: what it would emit for it is
+        emitted by now. The check that nothing more comes, without a guessed sleep."""
+        await self.sink.wait(lambda: self.producer.idle)
+
 
 @asynccontextmanager
 async def running(node: RegtestNode, servers: list[ElectrumXServer], db: Path,
@@ -123,7 +129,7 @@ async def test_three_payments_then_a_block_then_confirmations(
         await h.mine(2)  # confirmations 2 and 3 (the configured depth), per block
         await h.sink.wait(lambda: len(h.sink.address()) >= 12)
         await h.mine()  # past the depth: nothing more
-        await anyio.sleep(0.5)
+        await h.settled()
         updates = h.sink.address()[6:]
         assert len(updates) == 6
         assert sorted((e["txid"], e["confirmations"]) for e in updates) == sorted(
@@ -214,7 +220,7 @@ async def test_restart_while_payments_arrive_emits_each_event_once(
         await server.wait_for_height_async(height)
     async with running(node, servers, db, [address]) as h:
         await h.sink.wait(lambda: len(h.sink.address()) == 4)
-        await anyio.sleep(0.5)  # nothing more may come
+        await h.settled()  # nothing more may come
         after = h.sink.address()
     assert [(e["txid"], e["status"]) for e in before] == [(t, "mempool") for t in first]
     # The two it never saw as mempool ones are confirmed only; all four confirm once.
@@ -240,7 +246,7 @@ async def test_restart_after_events_stored_but_not_recorded_sends_nothing_twice(
     async with running(node, servers, db, [address]) as h:
         await anyio.to_thread.run_sync(node.pay, address, 8_000)
         await h.sink.wait(lambda: len(h.sink.address()) >= 1)
-        await anyio.sleep(0.5)
+        await h.settled()
         events = h.sink.address()
         assert [e["txid"] for e in events if e["txid"] == txid] == []
         assert len(events) == 1
@@ -264,7 +270,7 @@ async def test_carrier_killed_while_payments_arrive_emits_each_event_once(
         assert h.producer.carrier(address) not in (None, carrier)
         await h.mine()
         await h.sink.wait(lambda: len(h.sink.address()) == 10)
-        await anyio.sleep(0.5)  # nothing more may come
+        await h.settled()  # nothing more may come
         events = h.sink.address()
     assert sorted((e["txid"], e["status"]) for e in events) == sorted(
         (t, s) for t in txids for s in ("mempool", "confirmed"))

@@ -494,6 +494,98 @@ def test_bits_change_at_a_retarget_by_at_most_four_times_easier() -> None:
     assert "more than 4x" in update.reason
 
 
+def test_a_legitimate_drop_in_difficulty_at_a_retarget_is_followed() -> None:
+    chain = retargeting_chain()
+    run = mine(GENESIS, 3, "pre")
+    assert isinstance(chain.accept_many(1, run), Extended)
+    harder = grind(run[-1].hash, "harder", run[-1].time + 600, 0x201FFFFF)
+    more = mine(harder, 3, "more", bits=0x201FFFFF)
+    assert isinstance(chain.accept_many(4, [harder, *more]), Extended)
+    # At the next retarget (height 8) the target eases 2x: allowed.
+    easier = grind(more[-1].hash, "easier", more[-1].time + 600, 0x203FFFFF)
+    assert chain.accept(8, easier) == Extended((ChainHeader(8, easier),))
+    # Between retargets it must stay.
+    (after,) = mine(easier, 1, "after", bits=0x203FFFFF)
+    assert isinstance(chain.accept(9, after), Extended)
+
+
+def test_a_chains_first_run_is_checked_against_the_retarget_rule() -> None:
+    def empty() -> HeaderChain:
+        return HeaderChain(pow_limit=POW_LIMITS["regtest"], retarget_interval=4)
+
+    harder = grind(GENESIS.hash, "h", GENESIS.time + 600, 0x203FFFFF)
+    update = empty().accept_many(0, [GENESIS, harder])
+    assert isinstance(update, Rejected)
+    assert "between retargets" in update.reason
+    # Adopted from height 3: the change at height 4 is a retarget, the one before is not.
+    (three,) = mine(GENESIS, 1, "three")
+    at_four = grind(three.hash, "four", three.time + 600, 0x201FFFFF)
+    assert isinstance(empty().accept_many(3, [three, at_four]), Extended)
+    (two,) = mine(GENESIS, 1, "two")
+    at_three = grind(two.hash, "three", two.time + 600, 0x201FFFFF)
+    update = empty().accept_many(2, [two, at_three])
+    assert isinstance(update, Rejected)
+    assert "at height 3 changes bits" in update.reason
+    # More than 4x easier at the retarget, in the first run too.
+    hard = grind(GENESIS.hash, "hard", GENESIS.time + 600, 0x201FFFFF)
+    too_easy = grind(hard.hash, "easy", hard.time + 600, REGTEST_BITS)
+    update = empty().accept_many(3, [hard, too_easy])
+    assert isinstance(update, Rejected)
+    assert "more than 4x" in update.reason
+    # The first header itself has no parent to compare with.
+    assert isinstance(empty().accept(5, hard), Extended)
+
+
+def _mainnet_parent(height: int, bits: int) -> KnownBlock:
+    """A block the mainnet genesis header links to, at ``height``, with ``bits``."""
+    return KnownBlock(height, "00" * 32, "11" * 32, bits)
+
+
+MAINNET = BlockHeader.parse(MAINNET_GENESIS)  # real proof of work at bits 1d00ffff
+
+
+@pytest.mark.parametrize("network", ["mainnet", "signet"])
+def test_for_network_applies_the_retarget_rule_where_the_network_has_one(
+    network: str,
+) -> None:
+    # Between retargets: the bits may not change (the parent says 1d00fffe).
+    chain = HeaderChain.for_network(network, [_mainnet_parent(99, 0x1D00FFFE)])
+    update = chain.accept(100, MAINNET)
+    assert isinstance(update, Rejected)
+    assert "between retargets" in update.reason
+    # At a retarget (every 2016 blocks): easier by exactly 4x is allowed ...
+    chain = HeaderChain.for_network(network, [_mainnet_parent(2015, 0x1C3FFFC0)])
+    assert chain.accept(2016, MAINNET) == Extended((ChainHeader(2016, MAINNET),))
+    # ... by a little more is not.
+    chain = HeaderChain.for_network(network, [_mainnet_parent(4031, 0x1C3FFFBF)])
+    update = chain.accept(4032, MAINNET)
+    assert isinstance(update, Rejected)
+    assert "more than 4x" in update.reason
+
+
+@pytest.mark.parametrize("network", ["testnet", "testnet4", "regtest"])
+def test_for_network_has_no_retarget_rule_on_test_networks(network: str) -> None:
+    chain = HeaderChain.for_network(network, [_mainnet_parent(99, 0x1D00FFFE)])
+    assert chain.accept(100, MAINNET) == Extended((ChainHeader(100, MAINNET),))
+    chain = HeaderChain.for_network(network, [_mainnet_parent(4031, 0x1C3FFFBF)])
+    assert isinstance(chain.accept(4032, MAINNET), Extended)
+
+
+def test_for_network_uses_the_networks_proof_of_work_limit() -> None:
+    # Regtest-easy bits pass on regtest and are above every other network's limit.
+    regtest_easy = grind(GENESIS.hash, "x", GENESIS.time + 600)
+    for network in ("mainnet", "testnet", "testnet4", "signet"):
+        update = HeaderChain.for_network(network).accept(1, regtest_easy)
+        assert isinstance(update, Rejected), network
+        assert "easier than the network's limit" in update.reason
+    assert isinstance(HeaderChain.for_network("regtest").accept(1, regtest_easy),
+                      Extended)
+    # Signet's limit is easier than mainnet's: bits between the two pass on signet only.
+    between = 0x1E0377AE  # signet's powLimit in compact form
+    assert target_from_bits(between) == POW_LIMITS["signet"]
+    assert POW_LIMITS["mainnet"] < target_from_bits(between)
+
+
 # -- seeding and events --------------------------------------------------------------------
 
 
