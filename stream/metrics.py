@@ -21,7 +21,7 @@ from starlette.responses import Response
 from batcher.events import Batch
 from batcher.runner import BatchSink
 
-__all__ = ["ChainwireCollector", "MeteredSink", "metrics_endpoint", "new_registry"]
+__all__ = ["ChainwireCollector", "MeteredSink", "metrics_endpoint"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -124,12 +124,6 @@ def _pool_metrics(pool: dict[str, Any]) -> Iterator[Metric]:
         if server.get("latency_ms") is not None:
             latency.add_metric([url], server["latency_ms"] / 1000)
     yield from (up, in_flight, requests, failures, latency)
-
-
-def new_registry(stats: Callable[[], dict[str, Any]]) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(ChainwireCollector(stats))
-    return registry
 
 
 async def metrics_endpoint(request: Request) -> Response:
