@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from batcher.store import StoreError
 from stream import __version__
 from stream.fanout.filters import ClientFilter
-from stream.fanout.hub import DisconnectReason, Subscriber
+from stream.fanout.hub import DisconnectReason, HubClosed, Subscriber
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.transports.ws_protocol import Ping, ProtocolError, Subscribe, parse_client_message
@@ -229,7 +229,7 @@ class _Connection:
             self.subscriber.close()
         try:
             subscriber = self.services.hub.subscribe("ws", self.interest.to_filter())
-        except RuntimeError:
+        except HubClosed:
             await self.close(CLOSE_GOING_AWAY, "server shutting down")
             return
         self.subscriber = subscriber
