@@ -14,19 +14,17 @@ import anyio
 import httpx
 import orjson
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from batcher.events import Event
-from stream.app import create_app, end_streams
+from stream.app import create_app
 from stream.services import Limits, Services
-from stream.serving import uvicorn_config
 from stream.settings import Settings
 from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
 from tests.server_process import free_port
-from tests.stream.live import Live, live_server
+from tests.stream.live import Live, live_server, serving
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 OTHER_ADDRESS = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry"
@@ -270,12 +268,7 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                           database_url=pg_url_for(name), window_ms=60_000)
         app = create_app(config)
         port = free_port()
-        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.01)
+        async with serving(app, port) as server:
             services: Services = app.state.services
             async with connect(f"ws://127.0.0.1:{port}/ws") as bot, \
                     connect(f"ws://127.0.0.1:{port}/ws") as idle:
@@ -284,9 +277,7 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                 # A window of one minute: this event is still pending at shutdown.
                 await services.runner.submit(address_event(42))
                 await anyio.sleep(0.2)
-                with anyio.move_on_after(2):
-                    await end_streams(app)
-                server.should_exit = True
+                server.should_exit = True  # the production shutdown: streams end first
                 with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
                     while True:  # the producers' batches may still come first
                         assert orjson.loads(await bot.recv())["op"] == "batch"
