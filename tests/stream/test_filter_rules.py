@@ -116,3 +116,36 @@ def test_a_batch_kept_whole_is_the_same_batch_and_a_narrowed_one_keeps_its_seq()
     assert (narrowed.seq, narrowed.epoch, narrowed.type, narrowed.count, narrowed.ts) == (
         42, "epoch-1", "address", 2, 1.0)
     assert ClientFilter.build(addresses=[CAROL]).apply(three) is None
+
+
+def test_an_unknown_type_is_named_with_the_known_ones() -> None:
+    with pytest.raises(FilterError) as refused:
+        ClientFilter.build(types=["block", "blocks"])
+    assert str(refused.value) == ("unknown event type 'blocks'; expected some of "
+                                  "address, block, fees, reorg, server, tx.large")
+
+
+def test_min_sats_of_one_drops_an_event_worth_nothing() -> None:
+    assert kept(ClientFilter.build(min_sats=1), payment(ALICE)) == 0
+    assert kept(ClientFilter.build(min_sats=1), payment(ALICE, sent=1)) == 1
+
+
+def test_missing_amounts_count_as_zero_and_missing_outputs_as_none() -> None:
+    def bare(event_type: str, **data: int) -> Event:
+        return Event(event_type, ALICE, dict(data), 1.0)
+
+    at_least_one = ClientFilter.build(min_sats=1)
+    assert kept(at_least_one, bare("address")) == 0
+    assert kept(at_least_one, bare("tx.large")) == 0
+    for name in ("received_sats", "sent_sats"):
+        assert kept(ClientFilter.build(min_sats=5), bare("address", **{name: 5})) == 1
+        assert kept(ClientFilter.build(min_sats=6), bare("address", **{name: 5})) == 0
+    assert kept(ClientFilter.build(addresses=[ALICE]), bare("tx.large", total_out_sats=9)) == 0
+
+
+def test_matches_judges_one_event_on_its_own() -> None:
+    blocks = ClientFilter.build(types=["block"])
+    assert not blocks.matches(payment(ALICE, 10))
+    alice = ClientFilter.build(addresses=[ALICE], min_sats=10**15)
+    assert alice.matches(other("block").events[0])  # not narrowed: whole
+    assert alice.matches(payment(ALICE, 10**15)) and not alice.matches(payment(BOB, 10**15))

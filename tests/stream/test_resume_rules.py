@@ -135,6 +135,41 @@ async def test_one_batch_pruned_during_a_replay_is_announced_as_a_gap() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_hole_inside_one_page_sends_what_came_before_it_then_the_gap() -> None:
+    hub = Hub()
+    subscriber, cursor = subscribed(hub)
+    source = MemorySource([block(1), block(2), block(4), block(5)])  # 3 pruned meanwhile
+    items: list[list[int] | Gap] = []
+    with anyio.fail_after(2):
+        async for item in replay_then_live(source, subscriber, 0, cursor):
+            items.append(item if isinstance(item, Gap) else [m.seq for m in item])
+            if isinstance(item, list):
+                cursor.seq = item[-1].seq
+            if cursor.seq == 5:
+                break
+    subscriber.close()
+    assert items == [[1, 2], Gap(3, 3, "retention"), [4, 5]]
+
+
+@pytest.mark.anyio
+async def test_by_default_pages_of_500_and_chunks_of_100() -> None:
+    hub = Hub()
+    subscriber, cursor = subscribed(hub)
+    source = MemorySource(block(s) for s in range(1, 602))
+    sizes: list[int] = []
+    with anyio.fail_after(5):
+        async for item in replay_then_live(source, subscriber, 0, cursor):
+            assert isinstance(item, list)
+            sizes.append(len(item))
+            cursor.seq = item[-1].seq
+            if cursor.seq == 601:
+                break
+    subscriber.close()
+    assert sizes == [100] * 6 + [1]
+    assert source.pages == [0, 500]
+
+
+@pytest.mark.anyio
 async def test_replay_comes_in_chunks_of_at_most_chunk_size_across_pages() -> None:
     hub = Hub()
     subscriber, cursor = subscribed(hub)
@@ -201,6 +236,7 @@ async def test_a_resume_from_another_epoch_starts_over_with_a_gap_first() -> Non
     (3, None, None, 9, (Gap(4, 9, "retention"), 9)),
     (9, None, None, 9, (None, 9)),
     (0, "other", 1, 3, (None, 0)),  # another epoch, but nothing before our oldest
+    (3, "other", 2, 9, (Gap(1, 1, "epoch"), 1)),  # ... or one batch before it
 ])
 @pytest.mark.anyio
 async def test_plan_resume(after: int, epoch: str | None, oldest: int | None, last: int,
