@@ -123,16 +123,11 @@ async def commands(on_go: Callable[[float, float], Awaitable[int]]) -> None:
 
 
 async def run_chainwire(args: argparse.Namespace) -> None:
-    import anyio
-    import uvicorn
-    from sse_starlette.sse import AppStatus
-
-    from stream.app import create_app, end_streams
+    from stream.app import create_app
     from stream.services import Limits
-    from stream.serving import uvicorn_config
+    from stream.serving import GracefulServer, uvicorn_config
     from stream.settings import Settings
 
-    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     settings = Settings(
         network="regtest",
         # Nothing listens there: the pool opens no connection until a request, and the
@@ -144,10 +139,10 @@ async def run_chainwire(args: argparse.Namespace) -> None:
         log_level="error",
     )
     app = create_app(settings, Limits(max_connections_per_ip=1_000_000))
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=args.port,
+    # The production server class: the bench measures the same shutdown as `serve`.
+    server = GracefulServer(uvicorn_config(app, host="127.0.0.1", port=args.port,
                                            log_level="error",
-                                           ws_compression=args.ws_compression))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+                                           ws_compression=args.ws_compression), app)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -164,11 +159,13 @@ async def run_chainwire(args: argparse.Namespace) -> None:
     async def on_go(rate: float, seconds: float) -> int:
         return await paced(rate, seconds, publish)
 
+    commanding = asyncio.create_task(commands(on_go))
     try:
-        await commands(on_go)
+        # `quit` (or EOF) ends the commands; a signal ends the server (shut down as
+        # `chainwire serve` does): either way the run is over.
+        await asyncio.wait({serving, commanding}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        with anyio.move_on_after(2):
-            await end_streams(app)
+        commanding.cancel()
         server.should_exit = True
         await serving
 

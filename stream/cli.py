@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
 import textwrap
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
-
-import anyio
 
 from stream import __version__
 from stream.settings import (
@@ -28,8 +24,6 @@ logger = logging.getLogger("chainwire")
 
 EXIT_CONFIG = 2
 EXIT_STARTUP_FAILED = 3
-#: How long streams get to say goodbye (WS close 1001, SSE retry hint) at shutdown.
-STREAM_GOODBYE_SECONDS = 2.0
 
 
 def _variables_help() -> str:
@@ -84,39 +78,16 @@ def _log_effective(settings: Settings) -> None:
 
 def serve(settings: Settings) -> int:
     """Run the server until SIGINT/SIGTERM; the return value is the exit code."""
-    import uvicorn  # imported here so `--help` and config errors stay instant
+    # Imported here so `--help` and config errors stay instant.
+    from stream.app import create_app
+    from stream.serving import GracefulServer, uvicorn_config
 
-    class GracefulServer(uvicorn.Server):
-        # uvicorn re-raises SIGINT/SIGTERM once its graceful shutdown is done, so the
-        # process would exit 130/143. A shutdown we completed cleanly exits 0 instead.
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Stop accepting, then end our streams ourselves: uvicorn would close every
-            # WebSocket with 1012, and SSE clients would get no retry hint.
-            for listener in getattr(self, "servers", []):
-                listener.close()
-            with anyio.move_on_after(STREAM_GOODBYE_SECONDS):
-                await end_streams(app)
-            await super().shutdown(sockets)
-
-    from sse_starlette.sse import AppStatus
-
-    from stream.app import create_app, end_streams
-    from stream.serving import uvicorn_config
-
-    # We end SSE streams ourselves (with a retry hint) before uvicorn's shutdown; without
-    # this, sse-starlette's own watcher races us and may cut them first.
-    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     app = create_app(settings)
-
     config = uvicorn_config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level,
                             ws_compression=settings.ws_compression,
                             timeout_graceful_shutdown=10)
-    server = GracefulServer(config)
+    server = GracefulServer(config, app)
     server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully
     return 0 if server.started else EXIT_STARTUP_FAILED
 

@@ -1,16 +1,25 @@
 """How Chainwire runs under uvicorn: one place for ``chainwire serve``, the tests and the
-benchmarks, so all three measure and test the same server."""
+benchmarks, so all three measure and test the same server and the same shutdown."""
 
 from __future__ import annotations
 
+import socket
+from types import FrameType
 from typing import Any
 
+import anyio
 import uvicorn
+from sse_starlette.sse import AppStatus
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from stream.app import end_streams
 from stream.transports.uvicorn_ws import BulkWriteWebSocketProtocol
 
-__all__ = ["uvicorn_config"]
+__all__ = ["STREAM_GOODBYE_SECONDS", "GracefulServer", "uvicorn_config"]
+
+#: How long streams get to say goodbye (WS close 1001, SSE retry hint) at shutdown.
+STREAM_GOODBYE_SECONDS = 2.0
 
 
 def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info",
@@ -34,3 +43,38 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info
         **overrides,
     }
     return uvicorn.Config(app, **options)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server with Chainwire's shutdown order.
+
+    On exit (SIGINT/SIGTERM, or ``should_exit`` set by a test or the bench): stop
+    accepting, end our streams ourselves for at most ``goodbye_seconds`` (uvicorn would
+    close every WebSocket with 1012, and SSE clients would get no retry hint), then
+    uvicorn's own shutdown: connections, then the lifespan (producers stop, the batcher
+    drains into the store, the store and the pool close).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette, *,
+                 goodbye_seconds: float = STREAM_GOODBYE_SECONDS) -> None:
+        if goodbye_seconds <= 0:
+            raise ValueError(f"goodbye_seconds must be > 0, got {goodbye_seconds}")
+        super().__init__(config)
+        self.app = app
+        self.goodbye_seconds = goodbye_seconds
+        # We end SSE streams ourselves (with a retry hint) before uvicorn's shutdown;
+        # without this, sse-starlette's own signal watcher races us and may cut them first.
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn re-raises SIGINT/SIGTERM once its graceful shutdown is done, so the
+        # process would exit 130/143. A shutdown we completed cleanly exits 0 instead.
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for listener in getattr(self, "servers", []):  # set by startup()
+            listener.close()
+        with anyio.move_on_after(self.goodbye_seconds):
+            await end_streams(self.app)
+        await super().shutdown(sockets)

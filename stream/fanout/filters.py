@@ -92,8 +92,9 @@ def _addresses_of(event: Event) -> frozenset[str]:
     data: Mapping[str, Any] = event.data
     if event.type == "address":
         return frozenset((event.key,))
+    # tx.large: the addresses its outputs pay, the only ones the event names (no producer
+    # lists a transaction's inputs). An output with no address (OP_RETURN) touches none.
     found = {out.get("address") for out in data.get("outputs", ()) if isinstance(out, Mapping)}
-    found.update(data.get("input_addresses", ()))
     found.discard(None)
     return frozenset(str(a) for a in found)
 

@@ -22,7 +22,7 @@ import orjson
 from batcher.events import Batch
 from stream.fanout.filters import ClientFilter
 
-__all__ = ["DisconnectReason", "Hub", "HubState", "Message", "Subscriber"]
+__all__ = ["DisconnectReason", "Hub", "HubClosed", "HubState", "Message", "Subscriber"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,14 @@ class Message:
             batch.seq, batch.type.encode(), payload)
         ws_text = (_WS_BATCH_PREFIX + payload[1:]).decode()
         return cls(batch.seq, batch.type, batch.count, payload, sse_frame, ws_text)
+
+
+class HubClosed(Exception):
+    """The hub is closed (the server is shutting down): nobody new can subscribe.
+
+    Its own type, not a ``RuntimeError``: transports catch exactly this to say goodbye,
+    so a framework's misuse ``RuntimeError`` is never mistaken for a shutdown.
+    """
 
 
 class HubState(enum.Enum):
@@ -183,8 +191,9 @@ class Hub:
         self._drained: anyio.Event | None = None
 
     def subscribe(self, transport: str, client_filter: ClientFilter) -> Subscriber:
+        """A new live feed for one client; raises ``HubClosed`` once ``close()`` ran."""
         if self.state is HubState.CLOSED:
-            raise RuntimeError("cannot subscribe to a closed hub")
+            raise HubClosed("cannot subscribe to a closed hub")
         subscriber = Subscriber(self, transport, client_filter, self.buffer_size)
         self._subscribers.add(subscriber)
         self._groups.setdefault(client_filter, set()).add(subscriber)

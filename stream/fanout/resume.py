@@ -9,7 +9,7 @@ replayed seq are skipped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,26 +99,10 @@ async def replay_then_live(
         position = cursor.seq  # the last seq the replay has looked at
         while True:
             page = await source.batches_after(position, page_size)
-            chunk: list[Message] = []
-            for batch in page:
-                if batch.seq > position + 1:  # pruned while we were replaying
-                    if chunk:
-                        yield chunk
-                        chunk = []
-                    yield Gap(position + 1, batch.seq - 1, "retention")
-                position = batch.seq
-                filtered = subscriber.filter.apply(batch)
-                if filtered is not None:
-                    chunk.append(Message.encode(filtered))
-                    if len(chunk) == chunk_size:
-                        yield chunk
-                        chunk = []
-                elif not chunk:
-                    # Past a dropped batch only when nothing before it is still unsent:
-                    # the cursor must never run ahead of what the client really has.
-                    cursor.seq = position
-            if chunk:
-                yield chunk
+            for item in _replay_page(page, position, subscriber, cursor, chunk_size):
+                yield item
+            if page:
+                position = page[-1].seq
             cursor.seq = max(cursor.seq, position)
             if len(page) < page_size:
                 break
@@ -131,3 +115,30 @@ async def replay_then_live(
             if not messages:
                 continue
         yield messages
+
+
+def _replay_page(page: list[Batch], position: int, subscriber: Subscriber, cursor: Cursor,
+                 chunk_size: int) -> Iterator[list[Message] | Gap]:
+    """One page of stored batches after ``position`` as chunks, with a ``Gap`` wherever
+    the page skips seqs. A plain generator: the cursor moves between the chunks it yields,
+    exactly when the caller has sent what came before."""
+    chunk: list[Message] = []
+    for batch in page:
+        if batch.seq > position + 1:  # pruned while we were replaying
+            if chunk:
+                yield chunk
+                chunk = []
+            yield Gap(position + 1, batch.seq - 1, "retention")
+        position = batch.seq
+        filtered = subscriber.filter.apply(batch)  # read each time: a filter may change
+        if filtered is not None:
+            chunk.append(Message.encode(filtered))
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+        elif not chunk:
+            # Past a dropped batch only when nothing before it is still unsent:
+            # the cursor must never run ahead of what the client really has.
+            cursor.seq = position
+    if chunk:
+        yield chunk

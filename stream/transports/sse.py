@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stream.fanout.filters import ClientFilter, FilterError
-from stream.fanout.hub import DisconnectReason, HubState
+from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.web.errors import ApiError
@@ -78,7 +78,7 @@ async def events_endpoint(request: Request) -> Response:
         # an early disconnect) leaves nothing behind; still before the store is read.
         try:
             subscriber = services.hub.subscribe("sse", client_filter)
-        except RuntimeError:
+        except HubClosed:
             return  # shutting down: the retry hint below was never sent, EventSource retries
         cursor = Cursor(services.hub.last_seq)
         try:

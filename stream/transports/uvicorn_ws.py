@@ -37,6 +37,7 @@ class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
 
     _flush_handle: asyncio.Handle | None = None
     _queued_bytes = 0
+    _app_closed = False  # the app sent its close (any later send is its own misuse)
 
     async def run_asgi(self) -> None:
         app = self.app
@@ -53,6 +54,15 @@ class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().run_asgi()
 
     async def send(self, message: ASGISendEvent) -> None:
+        if (self.close_sent and not self._app_closed and self.handshake_complete
+                and self.initial_response is None
+                and message["type"] in ("websocket.send", "websocket.close")):
+            # uvicorn closed the connection on its own (a keepalive timeout, a frame over
+            # ws_max_size): to the app that is a gone peer, as after a disconnect, not the
+            # misuse RuntimeError uvicorn raises for a send after the app's own close.
+            raise ClientDisconnected()
+        if message["type"] == "websocket.close":
+            self._app_closed = True
         if (message["type"] != "websocket.send" or not self.handshake_complete
                 or self.close_sent or self.initial_response is not None):
             # Handshake, close, denial response, or too late: uvicorn's own path, which

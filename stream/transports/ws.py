@@ -9,67 +9,66 @@ answer ``{"op":"error",...}`` and keep the connection. Close codes:
 - 1009 a message over the size limit;
 - 4008 the client fell behind; the reason names the last delivered seq
   (``"slow client; resume_from=1234"``) so it can resume without loss.
+
+The protocol itself (what to send, when to close, which limits) is
+``stream.transports.ws_session.WsSession``, a pure state machine; this module is the I/O
+around it: it reads frames, runs the feed and the watchdogs, and performs the session's
+actions on the socket, the watch list and the hub.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import anyio.abc
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from batcher.store import StoreError
 from stream import __version__
-from stream.fanout.filters import ClientFilter
-from stream.fanout.hub import DisconnectReason, Subscriber
+from stream.fanout.hub import HubClosed, Subscriber
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
-from stream.transports.ws_protocol import Ping, ProtocolError, Subscribe, parse_client_message
+from stream.transports.ws_session import (
+    CLOSE_SLOW_CLIENT,
+    Action,
+    Close,
+    Send,
+    SessionLimits,
+    SetFilter,
+    StartStream,
+    Watch,
+    WsSession,
+)
 from stream.web.errors import error_response
 
-__all__ = ["CLOSE_SLOW_CLIENT", "ws_endpoint"]
+__all__ = ["CLOSE_SLOW_CLIENT", "PeerGone", "ws_endpoint"]
 
 logger = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_SLOW_CLIENT = 4008
+#: What Starlette raises once the client is gone: a send that failed on the socket
+#: (``WebSocketDisconnect``, code 1006) or any use after the disconnect or our close
+#: (``WebSocketDisconnected``). Nothing broader: a misuse ``RuntimeError`` is a bug.
+_GONE = (WebSocketDisconnect, WebSocketDisconnected)
 
 
-@dataclass
-class _Interest:
-    """What the connection asked for so far (subscribe adds, unsubscribe removes)."""
-
-    types: set[str] | None = None  # None: every type
-    # None: address events of every address. Once a client names addresses it is narrowed
-    # to them for good: unsubscribing the last one means "none", never "all".
-    addresses: set[str] | None = None
-    min_sats: int = 0
-
-    def to_filter(self) -> ClientFilter:
-        types = frozenset(self.types) if self.types is not None else None
-        addresses = frozenset(self.addresses) if self.addresses is not None else None
-        return ClientFilter(types, addresses, self.min_sats)
-
-    def describe(self) -> dict[str, Any]:
-        return {"types": sorted(self.types) if self.types is not None else None,
-                "addresses": sorted(self.addresses) if self.addresses is not None else None,
-                "min_sats": self.min_sats}
+class PeerGone(Exception):
+    """The client's socket is gone: nothing more can be sent to it or read from it."""
 
 
 class _Connection:
     def __init__(self, websocket: WebSocket, services: Services) -> None:
         self.ws = websocket
         self.services = services
-        self.limits = services.limits
-        self.interest = _Interest()
+        limits = services.limits
+        self.send_timeout = limits.ws_send_timeout
+        self.session = WsSession(
+            SessionLimits(max_addresses=limits.ws_max_addresses,
+                          max_message_bytes=limits.ws_max_message_bytes,
+                          max_errors=limits.ws_max_errors),
+            services.canonical_address)
         # Taken for every chunk of frames: skip anyio's yield to the loop when free.
         self.send_lock = anyio.Lock(fast_acquire=True)
         self.sending_since: float | None = None
@@ -77,16 +76,29 @@ class _Connection:
         self.subscriber: Subscriber | None = None
         self.feed_scope: anyio.CancelScope | None = None
         self.cursor = Cursor(services.hub.last_seq)
-        self.errors = 0
-        self.closed = False
         self.task_group: anyio.abc.TaskGroup | None = None
 
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.send_texts([orjson.dumps(message).decode()])
+    async def perform(self, actions: list[Action]) -> None:
+        """Carry out the session's actions, in order."""
+        for action in actions:
+            if isinstance(action, Send):
+                await self.send_texts([orjson.dumps(action.message).decode()])
+            elif isinstance(action, Watch):
+                await self.watch(action.addresses)
+            elif isinstance(action, StartStream):
+                await self.start_feed(action)
+            elif isinstance(action, SetFilter):
+                if self.subscriber is not None:
+                    self.subscriber.set_filter(action.filter)
+            elif isinstance(action, Close):
+                await self.close(action.code, action.reason)
+            else:  # End: the feed, the watchdogs and the read loop all stop
+                assert self.task_group is not None
+                self.task_group.cancel_scope.cancel()
 
     async def send_texts(self, texts: list[str]) -> None:
         """Send each text as one frame, in order, under one lock (``watch_sends`` bounds
-        how long that may take)."""
+        how long that may take); ``PeerGone`` if the client went away."""
         async with self.send_lock:
             try:
                 for text in texts:
@@ -94,20 +106,29 @@ class _Connection:
                     # big chunk takes a slow but reading client.
                     self.sending_since = time.monotonic()
                     await self.ws.send_text(text)
+            except _GONE:
+                raise PeerGone from None
             finally:
                 self.sending_since = None
 
     async def close(self, code: int, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            async with self.send_lock:
-                self.sending_since = time.monotonic()
-                try:
-                    await self.ws.close(code, reason)
-                except RuntimeError:
-                    pass  # the client already went away
-                finally:
-                    self.sending_since = None
+        async with self.send_lock:
+            self.sending_since = time.monotonic()
+            try:
+                await self.ws.close(code, reason)
+            except _GONE:
+                pass  # the client already went away
+            finally:
+                self.sending_since = None
+
+    async def watch(self, addresses: tuple[str, ...]) -> None:
+        try:
+            await self.services.watch(addresses)
+        except StoreError:
+            logger.warning("store unavailable while handling a WS message")
+            await self.perform(self.session.watch_failed())
+        else:
+            await self.perform(self.session.watched())
 
     async def watch_sends(self) -> None:
         """Let go of a peer that stopped reading.
@@ -117,127 +138,65 @@ class _Connection:
         unlike a deadline on each send (a timer set and cancelled 100k times a second
         at 1000 clients).
         """
-        timeout = self.limits.ws_send_timeout
+        timeout = self.send_timeout
         while True:
             await anyio.sleep(timeout / 4)
             since = self.sending_since
             if since is not None and time.monotonic() - since > timeout:
                 logger.info("WS client %s has not read for %.0f s; letting it go at seq %d",
                             self.peer, timeout, self.cursor.seq)
-                self.closed = True
-                if self.task_group is not None:
-                    self.task_group.cancel_scope.cancel()
+                await self.perform(self.session.send_stalled())
                 return
 
     async def run(self) -> None:
         store = self.services.store
-        await self.send({
-            "op": "hello", "version": __version__, "epoch": store.epoch,
-            "last_seq": await store.last_seq(), "network": self.services.settings.network,
-            "limits": {"max_addresses": self.limits.ws_max_addresses,
-                       "max_message_bytes": self.limits.ws_max_message_bytes},
-        })
-        async with anyio.create_task_group() as tg:
-            self.task_group = tg
-            tg.start_soon(self.close_on_shutdown)
-            tg.start_soon(self.watch_sends)
-            await self.read_loop()
-            tg.cancel_scope.cancel()
+        hello = self.session.hello(version=__version__, epoch=store.epoch,
+                                   last_seq=await store.last_seq(),
+                                   network=self.services.settings.network)
+        try:
+            await self.perform(hello)
+            async with anyio.create_task_group() as tg:
+                self.task_group = tg
+                tg.start_soon(self.close_on_shutdown)
+                tg.start_soon(self.watch_sends)
+                await self.read_loop()
+                tg.cancel_scope.cancel()
+        except PeerGone:
+            self.session.peer_gone()
 
     async def close_on_shutdown(self) -> None:
         """Every connection says goodbye with 1001, subscribed or not."""
         await self.services.shutting_down.wait()
-        await self.close(CLOSE_GOING_AWAY, "server shutting down")
-        if self.task_group is not None:
-            self.task_group.cancel_scope.cancel()
+        await self.perform(self.session.shutdown())
 
     async def read_loop(self) -> None:
-        while not self.closed:
+        while self.session.reading:
             try:
                 frame = await self.ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
+            except _GONE:
                 return
             if frame["type"] == "websocket.disconnect":
                 return
             raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
-            if raw is None:
-                continue
-            size = len(raw.encode() if isinstance(raw, str) else raw)
-            if size > self.limits.ws_max_message_bytes:
-                await self.close(CLOSE_TOO_BIG, f"message over {self.limits.ws_max_message_bytes}"
-                                                 " bytes")
-                return
-            try:
-                await self.handle(raw)
-            except StoreError:
-                logger.warning("store unavailable while handling a WS message")
-                await self.send(ProtocolError(
-                    "unavailable", "the store is unavailable; try again shortly").to_message())
-            except ProtocolError as exc:
-                self.errors += 1
-                await self.send(exc.to_message())
-                if self.errors >= self.limits.ws_max_errors:
-                    await self.close(CLOSE_POLICY, "too many errors")
-                    return
+            if raw is not None:
+                await self.perform(self.session.receive(raw))
 
-    async def handle(self, raw: str | bytes) -> None:
-        command = parse_client_message(raw, self.services.canonical_address)
-        if isinstance(command, Ping):
-            await self.send({"op": "pong"})
-            return
-        interest = self.interest
-        if isinstance(command, Subscribe):
-            new_addresses = interest.addresses
-            if command.addresses:
-                new_addresses = (interest.addresses or set()) | set(command.addresses)
-            if len(new_addresses or ()) > self.limits.ws_max_addresses:
-                raise ProtocolError(
-                    "limit_exceeded",
-                    f"at most {self.limits.ws_max_addresses} addresses per connection",
-                )
-            if command.addresses:
-                await self.services.watch(command.addresses)
-            if command.types is not None:
-                interest.types = (interest.types or set()) | set(command.types)
-            interest.addresses = new_addresses
-            if command.min_sats is not None:
-                interest.min_sats = command.min_sats
-            await self.send({"op": "subscribed", **interest.describe()})
-            if self.subscriber is None or command.resume_from is not None:
-                after = command.resume_from if command.resume_from is not None else None
-                await self.start_feed(after, command.epoch)
-            else:
-                self.subscriber.set_filter(interest.to_filter())
-        else:  # Unsubscribe
-            if command.types is not None and interest.types is not None:
-                interest.types -= command.types
-            elif command.types is not None:
-                # From "everything" to "everything but these".
-                from batcher.events import EVENT_TYPES
-
-                interest.types = set(EVENT_TYPES) - command.types
-            if interest.addresses is not None:
-                interest.addresses -= set(command.addresses)
-            await self.send({"op": "subscribed", **interest.describe()})
-            if self.subscriber is not None:
-                self.subscriber.set_filter(interest.to_filter())
-
-    async def start_feed(self, after: int | None, epoch: str | None) -> None:
+    async def start_feed(self, start: StartStream) -> None:
         if self.feed_scope is not None:
             self.feed_scope.cancel()
         if self.subscriber is not None:
             self.subscriber.close()
         try:
-            subscriber = self.services.hub.subscribe("ws", self.interest.to_filter())
-        except RuntimeError:
-            await self.close(CLOSE_GOING_AWAY, "server shutting down")
+            subscriber = self.services.hub.subscribe("ws", start.filter)
+        except HubClosed:
+            await self.perform(self.session.stream_refused())
             return
         self.subscriber = subscriber
         self.cursor = Cursor(self.services.hub.last_seq)
         scope = anyio.CancelScope()
         self.feed_scope = scope
         assert self.task_group is not None
-        self.task_group.start_soon(self.feed, subscriber, after, epoch, scope)
+        self.task_group.start_soon(self.feed, subscriber, start.resume_from, start.epoch, scope)
 
     async def feed(self, subscriber: Subscriber, after: int | None, epoch: str | None,
                    scope: anyio.CancelScope) -> None:
@@ -247,29 +206,24 @@ class _Connection:
                 async for item in replay_then_live(self.services.store, subscriber, after,
                                                    cursor, epoch=epoch):
                     if isinstance(item, Gap):
-                        await self.send({"op": "gap", **item.to_dict()})
+                        await self.send_texts(
+                            [orjson.dumps({"op": "gap", **item.to_dict()}).decode()])
                     else:
                         # One frame per batch, encoded once by the hub for every client;
                         # what piled up while this client waited goes out under one lock.
                         await self.send_texts([message.ws_text for message in item])
                         cursor.seq = item[-1].seq
-            except (WebSocketDisconnect, RuntimeError):
-                self.closed = True  # gone: let it go
+            except PeerGone:
+                self.session.peer_gone()  # gone: let it go
                 return
             except StoreError:
                 logger.warning("store unavailable during replay; closing at seq %d", cursor.seq)
-                await self.close(CLOSE_INTERNAL_ERROR,
-                                 f"store unavailable; resume_from={cursor.seq}")
+                await self.perform(self.session.stream_failed(cursor.seq))
                 return
             finally:
                 subscriber.close()
-            if subscriber.reason is DisconnectReason.SLOW_CLIENT:
-                await self.close(CLOSE_SLOW_CLIENT, f"slow client; resume_from={cursor.seq}")
-            elif subscriber.reason is DisconnectReason.SHUTDOWN:
-                await self.close(CLOSE_GOING_AWAY, "server shutting down")
-            assert self.task_group is not None
-            self.task_group.cancel_scope.cancel()  # ends the read loop too
-
+            # The hub ended the feed: the session says goodbye, and everything stops.
+            await self.perform(self.session.stream_ended(subscriber.reason, cursor.seq))
 
 async def ws_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services

@@ -7,18 +7,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import uvicorn
+from starlette.applications import Starlette
 
 from batcher.events import Event
-from stream.app import create_app, end_streams
+from stream.app import create_app
 from stream.services import Limits, Services
-from stream.serving import uvicorn_config
+from stream.serving import GracefulServer, uvicorn_config
 from stream.settings import Settings
 from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
 from tests.server_process import free_port
 
-__all__ = ["Live", "live_server"]
+__all__ = ["Live", "live_server", "serving"]
 
 
 class Live:
@@ -34,6 +34,22 @@ class Live:
 
 
 @asynccontextmanager
+async def serving(app: Starlette, port: int) -> AsyncIterator[GracefulServer]:
+    """``app`` served on ``port`` in this event loop by the production server class, so
+    leaving (or setting ``should_exit``) runs ``chainwire serve``'s own shutdown."""
+    server = GracefulServer(uvicorn_config(app, host="127.0.0.1", port=port), app)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(10):
+            while not server.started:
+                await anyio.sleep(0.01)
+        try:
+            yield server
+        finally:
+            server.should_exit = True
+
+
+@asynccontextmanager
 async def live_server(servers: list[ElectrumXServer], limits: Limits | None = None, *,
                       producers: bool = False, **settings: Any) -> AsyncIterator[Live]:
     """``producers=False`` (the default here): the test's own ``emit`` is the only source
@@ -43,15 +59,5 @@ async def live_server(servers: list[ElectrumXServer], limits: Limits | None = No
                           database_url=pg_url_for(name), **settings)
         app = create_app(config, limits, producers=producers)
         port = free_port()
-        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.01)
-            try:
-                yield Live(app.state.services, port)
-            finally:
-                with anyio.move_on_after(2):
-                    await end_streams(app)
-                server.should_exit = True
+        async with serving(app, port):
+            yield Live(app.state.services, port)

@@ -13,7 +13,7 @@ from sse_starlette import ServerSentEvent
 
 from batcher.events import Batch, Event
 from stream.fanout.filters import ClientFilter, FilterError
-from stream.fanout.hub import DisconnectReason, Hub, Message, Subscriber
+from stream.fanout.hub import DisconnectReason, Hub, HubClosed, Message, Subscriber
 
 ALICE, BOB = "bcrt1qalice", "bcrt1qbob"
 
@@ -149,7 +149,7 @@ async def test_closing_the_hub_ends_every_stream_and_later_batches_wait_for_repl
     assert subscriber.reason is DisconnectReason.SHUTDOWN
     hub.publish(block(2))  # the batcher drains after the streams ended: never raises
     assert hub.last_seq == 2 and hub.deliveries == {"sse": 1}
-    with pytest.raises(RuntimeError, match="cannot subscribe to a closed hub"):
+    with pytest.raises(HubClosed, match="cannot subscribe to a closed hub"):
         hub.subscribe("ws", ClientFilter())
 
 

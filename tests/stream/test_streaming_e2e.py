@@ -14,19 +14,17 @@ import anyio
 import httpx
 import orjson
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from batcher.events import Event
-from stream.app import create_app, end_streams
+from stream.app import create_app
 from stream.services import Limits, Services
-from stream.serving import uvicorn_config
 from stream.settings import Settings
 from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
 from tests.server_process import free_port
-from tests.stream.live import Live, live_server
+from tests.stream.live import Live, live_server, serving
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 OTHER_ADDRESS = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry"
@@ -63,8 +61,11 @@ async def ws_batches(client: ClientConnection, count: int) -> list[dict[str, Any
 
 
 async def sse_messages(live: Live, count: int, last_event_id: int | None = None,
-                       query: str = "") -> list[dict[str, Any]]:
-    """Read ``count`` SSE messages (id/event/data) from /events, then disconnect."""
+                       query: str = "", subscribed: anyio.Event | None = None,
+                       ) -> list[dict[str, Any]]:
+    """Read ``count`` SSE messages (id/event/data) from /events, then disconnect.
+    ``subscribed`` is set on the stream's first line: the server writes it (an id-only
+    message) once the client is subscribed to the hub."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     messages: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=10) as client, client.stream(
@@ -75,6 +76,8 @@ async def sse_messages(live: Live, count: int, last_event_id: int | None = None,
         fields: dict[str, Any] = {}
         with anyio.fail_after(10):
             async for line in response.aiter_lines():
+                if subscribed is not None:
+                    subscribed.set()
                 if line == "":
                     if "data" in fields:
                         messages.append(fields)
@@ -85,6 +88,18 @@ async def sse_messages(live: Live, count: int, last_event_id: int | None = None,
                     name, _, value = line.partition(":")
                     fields[name] = value.removeprefix(" ")
     return messages
+
+
+async def published_events(live: Live, event_type: str, count: int) -> None:
+    """Wait until ``count`` events of ``event_type`` are stored and their batches were
+    published to the hub (so every client got, or was spared, them)."""
+    store, hub = live.services.store, live.services.hub
+    with anyio.fail_after(10):
+        while True:
+            batches = [b for b in await store.batches_after(0, 1000) if b.type == event_type]
+            if sum(b.count for b in batches) >= count and hub.last_seq >= batches[-1].seq:
+                return
+            await anyio.sleep(0.02)
 
 
 Opener = Callable[[], Awaitable[None]]
@@ -99,12 +114,14 @@ async def test_a_ws_bot_and_an_sse_client_receive_the_same_batches(
             await ws_subscribe(bot)
             async with anyio.create_task_group() as tg:
                 sse: list[dict[str, Any]] = []
+                sse_subscribed = anyio.Event()
 
                 async def read_sse() -> None:
-                    sse.extend(await sse_messages(live, 2))
+                    sse.extend(await sse_messages(live, 2, subscribed=sse_subscribed))
 
                 tg.start_soon(read_sse)
-                await anyio.sleep(0.3)  # the SSE client is subscribed
+                with anyio.fail_after(10):
+                    await sse_subscribed.wait()
                 await live.emit(address_event(1), address_event(2), address_event(3),
                                 block_event(500))
                 ws = await ws_batches(bot, 2)
@@ -270,12 +287,7 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                           database_url=pg_url_for(name), window_ms=60_000)
         app = create_app(config)
         port = free_port()
-        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.01)
+        async with serving(app, port) as server:
             services: Services = app.state.services
             async with connect(f"ws://127.0.0.1:{port}/ws") as bot, \
                     connect(f"ws://127.0.0.1:{port}/ws") as idle:
@@ -284,9 +296,7 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                 # A window of one minute: this event is still pending at shutdown.
                 await services.runner.submit(address_event(42))
                 await anyio.sleep(0.2)
-                with anyio.move_on_after(2):
-                    await end_streams(app)
-                server.should_exit = True
+                server.should_exit = True  # the production shutdown: streams end first
                 with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
                     while True:  # the producers' batches may still come first
                         assert orjson.loads(await bot.recv())["op"] == "batch"
@@ -338,7 +348,7 @@ async def test_unsubscribing_the_last_address_means_none_not_all(
         await bot.send(orjson.dumps({"op": "unsubscribe", "addresses": [ADDRESS]}).decode())
         assert orjson.loads(await bot.recv())["addresses"] == []
         await live.emit(address_event(1, OTHER_ADDRESS), address_event(2, ADDRESS))
-        await anyio.sleep(0.7)  # both address windows close before the block's
+        await published_events(live, "address", 2)  # to the hub, before the block
         await live.emit(block_event(1))
         [first] = await ws_batches(bot, 1)
         assert first["type"] == "block"

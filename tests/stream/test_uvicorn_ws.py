@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -85,18 +85,33 @@ async def trickle(websocket: WebSocket) -> None:
         await websocket.send_text(f"last {i}")
 
 
+after_uvicorn_closed: list[BaseException] = []
+
+
+async def oversized(websocket: WebSocket) -> None:
+    """uvicorn closes the connection itself on a frame over ``ws_max_size``."""
+    await websocket.accept()
+    assert (await websocket.receive())["type"] == "websocket.disconnect"
+    try:
+        await websocket.send_text("too late")
+    except Exception as exc:  # what the app sees is the point of the test
+        after_uvicorn_closed.append(exc)
+
+
 async def deny(websocket: WebSocket) -> None:
     await websocket.close(1008)  # before accept: an HTTP 403
 
 
 @asynccontextmanager
 async def serving(protocol: type[WebSocketsSansIOProtocol], *,
-                  ws_compression: bool = False) -> AsyncIterator[str]:
+                  ws_compression: bool = False, **overrides: Any) -> AsyncIterator[str]:
     app = Starlette(routes=[WebSocketRoute("/burst", burst), WebSocketRoute("/deny", deny),
-                            WebSocketRoute("/flood", flood), WebSocketRoute("/trickle", trickle)])
+                            WebSocketRoute("/flood", flood), WebSocketRoute("/trickle", trickle),
+                            WebSocketRoute("/oversized", oversized)])
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, ws=protocol,
-                                           lifespan="off", ws_compression=ws_compression))
+                                           lifespan="off", ws_compression=ws_compression,
+                                           **overrides))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(10):
@@ -187,3 +202,21 @@ async def test_a_client_that_does_not_read_stops_the_sender() -> None:
                 received += 1
     assert len(sent_to_stuck) == 200
 
+
+
+@pytest.mark.anyio
+async def test_a_send_after_uvicorn_closed_on_its_own_is_a_gone_peer_not_a_misuse() -> None:
+    # uvicorn's own protocol raises a RuntimeError here, the type Starlette uses for
+    # misuse: the WS endpoint could only tell "gone" from "bug" by swallowing both.
+    after_uvicorn_closed.clear()
+    async with serving(BulkWriteWebSocketProtocol, ws_max_size=1024) as base, \
+            connect(f"{base}/oversized") as client:
+        await client.send("x" * 2000)
+        with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+            await client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        with anyio.fail_after(5):
+            while not after_uvicorn_closed:
+                await anyio.sleep(0.01)
+    [raised] = after_uvicorn_closed
+    assert isinstance(raised, WebSocketDisconnect) and raised.code == 1006
