@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from batcher.retention import RetentionPruner
 from batcher.runner import BatcherConfig, BatchRunner
-from batcher.store import BatchStore, open_store
+from batcher.store import BatchReader, BatchStore, EventQueries, open_store
 from batcher.window import WindowLimits
 from stream.electrum import ServerPool
 from stream.electrum.validate import canonical_address
@@ -51,6 +51,12 @@ class Limits:
     sse_ping_seconds: float = 15.0
     sse_retry_ms: int = 2000
 
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+
 
 @dataclass
 class Services:
@@ -66,6 +72,22 @@ class Services:
     limits: Limits = field(default_factory=Limits)
     connections_by_ip: dict[str, int] = field(default_factory=dict)
     shutting_down: anyio.Event = field(default_factory=anyio.Event)
+
+    # The endpoints' seams: each reads the store through the narrowest view it needs, so
+    # a node that is not the leader can serve them from a follower of the batch log.
+    @property
+    def batches(self) -> BatchReader:
+        """The committed batch log (replay, resume, ``/api/v1/batches``)."""
+        return self.store
+
+    @property
+    def queries(self) -> EventQueries:
+        """Stored events by kind (REST)."""
+        return self.store
+
+    async def watched(self) -> list[str]:
+        """Every watched address, oldest first."""
+        return await self.store.watch_list()
 
     def canonical_address(self, address: str) -> str:
         return canonical_address(address, self.settings.network)

@@ -110,3 +110,11 @@ def test_dotenv_is_read_and_flags_win(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_unknown_chainwire_variables_are_reported() -> None:
     env = {"CHAINWIRE_WINDOWMS": "5", "CHAINWIRE_WINDOW_MS": "5", "HOME": "/root"}
     assert unknown_variables(env) == ["CHAINWIRE_WINDOWMS"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "10"])
+def test_stream_limits_refuse_anything_but_a_positive_number(bad: object) -> None:
+    from stream.services import Limits
+
+    with pytest.raises(ValueError, match=r"Limits\.client_buffer must be a positive number"):
+        Limits(client_buffer=bad)  # type: ignore[arg-type]

@@ -87,7 +87,7 @@ async def events_endpoint(request: Request) -> Response:
             # from the right place.
             yield ServerSentEvent(id=str(after if after is not None else cursor.seq),
                                   comment="chainwire", retry=retry_ms)
-            async for item in replay_then_live(services.store, subscriber, after, cursor):
+            async for item in replay_then_live(services.batches, subscriber, after, cursor):
                 if isinstance(item, Gap):
                     yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
                 else:

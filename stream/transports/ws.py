@@ -149,7 +149,7 @@ class _Connection:
                 return
 
     async def run(self) -> None:
-        store = self.services.store
+        store = self.services.batches
         hello = self.session.hello(version=__version__, epoch=store.epoch,
                                    last_seq=await store.last_seq(),
                                    network=self.services.settings.network)
@@ -203,7 +203,7 @@ class _Connection:
         cursor = self.cursor
         with scope:
             try:
-                async for item in replay_then_live(self.services.store, subscriber, after,
+                async for item in replay_then_live(self.services.batches, subscriber, after,
                                                    cursor, epoch=epoch):
                     if isinstance(item, Gap):
                         await self.send_texts(

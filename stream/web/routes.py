@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from batcher.events import Event
+from stream.electrum import ElectrumError
 from stream.services import Services
 from stream.web.errors import ApiError
 from stream.web.params import int_param
@@ -69,11 +70,11 @@ async def watch_add(request: Request) -> Response:
         except ValueError as exc:
             raise ApiError(400, "invalid_address", str(exc)) from None
     added = await services.watch(dict.fromkeys(canonical))
-    return JSONResponse({"added": added, "watching": len(await services.store.watch_list())})
+    return JSONResponse({"added": added, "watching": len(await services.watched())})
 
 
 async def watch_list(request: Request) -> Response:
-    return JSONResponse({"addresses": await _services(request).store.watch_list()})
+    return JSONResponse({"addresses": await _services(request).watched()})
 
 
 async def watch_remove(request: Request) -> Response:
@@ -84,19 +85,19 @@ async def watch_remove(request: Request) -> Response:
 
 
 async def recent_blocks(request: Request) -> Response:
-    blocks = await _services(request).store.recent_blocks(_limit(request, 10))
+    blocks = await _services(request).queries.recent_blocks(_limit(request, 10))
     return JSONResponse({"blocks": _events(blocks)})
 
 
 async def large_transactions(request: Request) -> Response:
     min_sats = int_param(request, "min_sats", 0)
-    events = await _services(request).store.large_transactions(min_sats, _limit(request, 50))
+    events = await _services(request).queries.large_transactions(min_sats, _limit(request, 50))
     return JSONResponse({"transactions": _events(events)})
 
 
 async def address_events(request: Request) -> Response:
     address = _address(request)
-    events = await _services(request).store.address_events(address, _limit(request, 50))
+    events = await _services(request).queries.address_events(address, _limit(request, 50))
     return JSONResponse({"address": address, "events": _events(events)})
 
 
@@ -104,14 +105,26 @@ async def address_balance(request: Request) -> Response:
     address = _address(request)
     try:
         [balance] = await _services(request).pool.get_balances_batch([address])
-    except (OSError, TimeoutError, RuntimeError):
+    except ElectrumError:
+        # No server answered (after the pool's retries), or each one refused: either way
+        # not the client's fault. A closed pool (RuntimeError) is a bug and must show.
         raise ApiError(503, "unavailable", "no Electrum server could answer; retry") from None
+    if isinstance(balance, ElectrumError) or not _is_balance(balance):
+        # The server answered, but with an error or nonsense: still not the client's fault.
+        raise ApiError(502, "bad_upstream", "the Electrum server gave no usable balance")
     return JSONResponse({"address": address, "confirmed_sats": balance["confirmed"],
                          "unconfirmed_sats": balance["unconfirmed"]})
 
 
+def _is_balance(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
+        for k in ("confirmed", "unconfirmed")
+    )
+
+
 async def batches(request: Request) -> Response:
-    store = _services(request).store
+    store = _services(request).batches
     after = int_param(request, "after", 0)
     found = await store.batches_after(after, _limit(request, 100))
     # Encoded exactly as live clients receive them.
