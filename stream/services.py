@@ -54,7 +54,9 @@ class Limits:
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            # Zero addresses per WS connection is a valid policy (streams without watching).
+            least = 0 if name == "ws_max_addresses" else 1e-9
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
 

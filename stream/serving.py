@@ -64,6 +64,7 @@ class GracefulServer(uvicorn.Server):
         self.goodbye_seconds = goodbye_seconds
         # We end SSE streams ourselves (with a retry hint) before uvicorn's shutdown;
         # without this, sse-starlette's own signal watcher races us and may cut them first.
+        # (A process-wide switch: every server in this process ends its streams this way.)
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

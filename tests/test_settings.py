@@ -118,3 +118,9 @@ def test_stream_limits_refuse_anything_but_a_positive_number(bad: object) -> Non
 
     with pytest.raises(ValueError, match=r"Limits\.client_buffer must be a positive number"):
         Limits(client_buffer=bad)  # type: ignore[arg-type]
+
+
+def test_zero_addresses_per_ws_connection_is_a_valid_limit() -> None:
+    from stream.services import Limits
+
+    assert Limits(ws_max_addresses=0).ws_max_addresses == 0

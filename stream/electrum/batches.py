@@ -45,7 +45,9 @@ async def send_batch(servers: ServerSet, calls: Iterable[tuple[str, Sequence[Any
     servers.grow(len(unique))
     config = servers.config
     run = _Run(servers, unique)
-    chosen = await _servers_for_batch(servers, len(unique))
+    # Empty when the servers went away while we waited for them: then every chunk picks
+    # its own server (or fails with NoServerAvailable), as a lone request would.
+    chosen: list[Upstream | None] = [*await _servers_for_batch(servers, len(unique))] or [None]
     groups = spread(
         len(unique), len(chosen), per_server=config.per_server,
         threshold=config.parallel_threshold,

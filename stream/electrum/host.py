@@ -6,6 +6,10 @@ itself to the registry typed as ``PoolHost``, so the registry does not import th
 a test (or, later, a broker) can host it with a fake. The rules about subscriptions (which
 servers may carry them: not lagging, fewest subscriptions first) stay with the registry;
 the pool applies them only through the ``candidates`` function it is given.
+
+What the registry gets back are the pool's own ``Upstream`` objects, of which it uses
+``url``, ``usable()``, ``batch()``, ``tip_height`` and ``tip_header``: that surface is part
+of the seam too, so a fake host hands out objects with those members.
 """
 
 from __future__ import annotations

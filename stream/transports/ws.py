@@ -7,6 +7,7 @@ answer ``{"op":"error",...}`` and keep the connection. Close codes:
 - 1001 the server is shutting down (reconnect and resume);
 - 1008 policy: too many connections from one IP, or too many errors;
 - 1009 a message over the size limit;
+- 1011 the store failed during a replay; the reason names ``resume_from`` too;
 - 4008 the client fell behind; the reason names the last delivered seq
   (``"slow client; resume_from=1234"``) so it can resume without loss.
 
@@ -161,7 +162,9 @@ class _Connection:
                 tg.start_soon(self.watch_sends)
                 await self.read_loop()
                 tg.cancel_scope.cancel()
-        except PeerGone:
+        except* PeerGone:
+            # Raised by any of the tasks (the task group wraps it in an ExceptionGroup):
+            # the peer left, which is how connections end; anything else propagates.
             self.session.peer_gone()
 
     async def close_on_shutdown(self) -> None:
@@ -224,6 +227,7 @@ class _Connection:
                 subscriber.close()
             # The hub ended the feed: the session says goodbye, and everything stops.
             await self.perform(self.session.stream_ended(subscriber.reason, cursor.seq))
+
 
 async def ws_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services

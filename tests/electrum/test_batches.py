@@ -101,3 +101,16 @@ async def test_a_per_call_error_stays_with_its_call() -> None:
     a = connected("tcp://127.0.0.1:1", CONFIG, unknown_two)
     result = await send_batch(server_set(a), [("m", [1]), ("m", [2]), ("m", [3])])
     assert result == [1, ServerError(2, "no such transaction"), 3]
+
+
+async def test_servers_lost_while_choosing_them_still_get_the_batch_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = connected("tcp://127.0.0.1:1", CONFIG)
+
+    async def none_left(servers: ServerSet, count: int) -> list[Upstream]:
+        return []  # the only usable server dropped during the spread wait
+
+    monkeypatch.setattr(batches_module, "_servers_for_batch", none_left)
+    calls = [("m", [i]) for i in range(30)]
+    assert await send_batch(server_set(a), calls) == [["m", i] for i in range(30)]

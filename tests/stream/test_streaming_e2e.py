@@ -295,7 +295,9 @@ async def test_shutdown_says_goodbye_with_1001_and_flushes_pending_batches(
                 assert orjson.loads(await idle.recv())["op"] == "hello"  # never subscribes
                 # A window of one minute: this event is still pending at shutdown.
                 await services.runner.submit(address_event(42))
-                await anyio.sleep(0.2)
+                with anyio.fail_after(5):  # in its window, not yet stored
+                    while services.runner.stats()["open_window_events"] < 1:
+                        await anyio.sleep(0.01)
                 server.should_exit = True  # the production shutdown: streams end first
                 with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
                     while True:  # the producers' batches may still come first

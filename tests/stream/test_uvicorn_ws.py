@@ -203,7 +203,6 @@ async def test_a_client_that_does_not_read_stops_the_sender() -> None:
     assert len(sent_to_stuck) == 200
 
 
-
 @pytest.mark.anyio
 async def test_a_send_after_uvicorn_closed_on_its_own_is_a_gone_peer_not_a_misuse() -> None:
     # uvicorn's own protocol raises a RuntimeError here, the type Starlette uses for

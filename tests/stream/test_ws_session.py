@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+import anyio
 import orjson
 import pytest
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
@@ -218,3 +219,41 @@ def test_a_closed_hub_raises_its_own_type_not_a_runtime_error() -> None:
     with pytest.raises(HubClosed, match="cannot subscribe to a closed hub") as raised:
         hub.subscribe("ws", ClientFilter())
     assert not isinstance(raised.value, RuntimeError)
+
+
+class LeavingSocket:
+    """Says hello fine, then is gone at the first reply: the client left right after its
+    ping (a real race, made deterministic)."""
+
+    client = None
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send_text(self, text: str) -> None:
+        self.sent += 1
+        if self.sent > 1:
+            raise WebSocketDisconnect(1006)
+
+    async def receive(self) -> dict[str, str]:
+        return {"type": "websocket.receive", "text": '{"op": "ping"}'}
+
+    async def close(self, code: int, reason: str) -> None:
+        raise WebSocketDisconnect(1006)
+
+
+@pytest.mark.anyio
+async def test_a_peer_gone_inside_the_connections_tasks_ends_it_quietly() -> None:
+    async def last_seq() -> int:
+        return 0
+
+    services = SimpleNamespace(
+        limits=Limits(), hub=Hub(), canonical_address=canonical,
+        batches=SimpleNamespace(epoch="e", last_seq=last_seq),
+        settings=SimpleNamespace(network="regtest"), shutting_down=anyio.Event())
+    socket = LeavingSocket()
+    connection = _Connection(cast(WebSocket, socket), cast(Services, services))
+    with anyio.fail_after(5):
+        await connection.run()  # no ExceptionGroup escapes to uvicorn
+    assert socket.sent == 2
+    assert connection.session.state is WsState.CLOSED
