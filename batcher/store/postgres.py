@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import asyncpg
 
+import batcher.store.postgres_watch as watch_sql
 from batcher.events import Batch
-from batcher.store import postgres_watch
 from batcher.store.base import StoreBase, check_limit
 from batcher.store.interface import (
     NewBatch,
@@ -310,7 +310,7 @@ class PostgresStore(StoreBase):
         if not wanted:
             return []
         async with self._connection() as conn:
-            added = await postgres_watch.add(conn, wanted, leased, max_watched)
+            added = await watch_sql.add(conn, wanted, leased, max_watched)
         if added is None:
             raise WatchLimitReached(max_watched or 0)
         return added
@@ -320,7 +320,7 @@ class PostgresStore(StoreBase):
         if not wanted:
             return []
         async with self._connection() as conn:
-            return await postgres_watch.expire(conn, wanted)
+            return await watch_sql.expire(conn, wanted)
 
     async def watch_leased(self) -> list[str]:
         rows = await self._fetch("SELECT address FROM chainwire_watch WHERE leased ORDER BY id")
@@ -329,7 +329,7 @@ class PostgresStore(StoreBase):
     async def watch_page(self, after: str | None, limit: int) -> WatchPage:
         check_limit(limit)
         async with self._connection() as conn:
-            return await postgres_watch.page(conn, after, limit)
+            return await watch_sql.page(conn, after, limit)
 
     async def watch_remove(self, address: str) -> bool:
         rows = await self._fetch(

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+import batcher.store.sqlite_watch as watch_sql
 from batcher.events import Batch
-from batcher.store import sqlite_watch
 from batcher.store.base import StoreBase, check_limit
 from batcher.store.interface import NewBatch, StoreError, StoreUnavailable, WatchPage
 from batcher.store.rows import batch_rows, batches_from_rows
@@ -77,7 +77,7 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (address, txid)
     ) WITHOUT ROWID;
     """,
-    2: sqlite_watch.LEASES_MIGRATION,
+    2: watch_sql.LEASES_MIGRATION,
 }
 
 _REPLAY = """
@@ -319,29 +319,29 @@ class SQLiteStore(StoreBase):
         if not wanted:
             return []
         return await self._run(self._transaction(
-            lambda conn: sqlite_watch.add(conn, wanted, leased, max_watched)))
+            lambda conn: watch_sql.add(conn, wanted, leased, max_watched)))
 
     async def watch_remove(self, address: str) -> bool:
         return await self._run(self._transaction(
-            lambda conn: sqlite_watch.remove(conn, address)))
+            lambda conn: watch_sql.remove(conn, address)))
 
     async def watch_expire(self, addresses: Iterable[str]) -> list[str]:
         wanted = list(dict.fromkeys(addresses))
         if not wanted:
             return []
         return await self._run(self._transaction(
-            lambda conn: sqlite_watch.expire(conn, wanted)))
+            lambda conn: watch_sql.expire(conn, wanted)))
 
     async def watch_list(self) -> list[str]:
         rows = await self._fetch("SELECT address FROM chainwire_watch ORDER BY id")
         return [r[0] for r in rows]
 
     async def watch_leased(self) -> list[str]:
-        return await self._run(sqlite_watch.leased)
+        return await self._run(watch_sql.leased)
 
     async def watch_page(self, after: str | None, limit: int) -> WatchPage:
         check_limit(limit)
-        return await self._run(lambda conn: sqlite_watch.page(conn, after, limit))
+        return await self._run(lambda conn: watch_sql.page(conn, after, limit))
 
     async def known_txs(self, address: str) -> dict[str, int]:
         rows = await self._fetch(
