@@ -20,10 +20,14 @@ import pytest
 from embit import bech32
 from websockets.asyncio.client import ClientConnection, connect
 
+from stream.app import create_app
 from stream.services import Limits
+from stream.settings import Settings
+from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
 from tests.bed.node import RegtestNode
-from tests.stream.live import Live, live_server
+from tests.server_process import free_port
+from tests.stream.live import Live, live_server, serving
 from tests.stream.test_streaming_e2e import ws_subscribe
 
 pytestmark = pytest.mark.anyio
@@ -310,3 +314,30 @@ async def test_an_expired_lease_unsubscribes_the_address_from_electrum(
                 await anyio.sleep(0.05)
         assert live.services.producers.addresses.watching == 0
         assert await live.services.store.known_txs(address) == {}
+
+
+async def test_after_a_restart_leased_addresses_get_a_fresh_lease_and_the_rest_stay(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with fresh_pg_database() as name:
+        config = Settings(network="regtest", servers=(electrumx_servers[0].tcp_url,),
+                          database_url=pg_url_for(name))
+        port = free_port()
+        app = create_app(config, producers=False)
+        async with serving(app, port):
+            async with connect(f"ws://127.0.0.1:{port}/ws") as bot:
+                await ws_subscribe(bot, addresses=[addr(1)])
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                    await http.post("/api/v1/watch", json={"addresses": [addr(2)]})
+        clock = Clock()
+        app = create_app(config, producers=False, lease_clock=clock)
+        async with serving(app, port), \
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            stats = (await http.get("/api/v1/stats")).json()["watch"]
+            assert (stats["leased"], stats["expiring"]) == (1, 1)  # addr(1), from now
+            keeper = app.state.services.watching
+            clock.now += 599
+            assert await keeper.expire_due() == []
+            clock.now += 1
+            assert await keeper.expire_due() == [addr(1)]
+            assert await watched(http) == [addr(2)]
