@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from batcher.store import WatchList, WatchPage
+from batcher.store import StoreError, WatchList, WatchPage
 from stream.leases import Leases
 
 __all__ = ["Followers", "Watching"]
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Leases let go per store transaction: the lock is never held for long.
 EXPIRE_CHUNK = 500
+#: After the store failed under the keeper.
+RETRY_SECONDS = 5.0
 
 
 class Followers(Protocol):
@@ -134,7 +136,13 @@ class Watching:
         next deadline, or one lease length, misses none."""
         task_status.started()
         while True:
-            await self.expire_due()
+            try:
+                await self.expire_due()
+            except StoreError as exc:
+                # Contained: the leases stay due and are let go on a later pass.
+                logger.warning("could not let leased addresses go (%s); retrying", exc)
+                await anyio.sleep(RETRY_SECONDS)
+                continue
             deadline = self.leases.next_deadline()
             delay = self.leases.lease_seconds if deadline is None else deadline - self.clock()
             await anyio.sleep(max(delay, 0.05))
