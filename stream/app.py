@@ -8,7 +8,7 @@ following the chain in the background.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -68,14 +68,17 @@ async def end_streams(app: Starlette) -> None:
 
 
 def create_app(settings: Settings, limits: Limits | None = None, *,
-               producers: bool = True) -> Starlette:
+               producers: bool = True,
+               lease_clock: Callable[[], float] | None = None) -> Starlette:
     """Build the ASGI app for ``settings``; nothing runs until the lifespan starts.
     ``producers=False`` serves only what is stored and submitted (tests of the streaming
-    layer feed the batcher themselves)."""
+    layer feed the batcher themselves); ``lease_clock`` replaces the watch leases' clock
+    (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with run_services(settings, limits, producers=producers) as services:
+        async with run_services(settings, limits, producers=producers,
+                                lease_clock=lease_clock) as services:
             app.state.services = services
             app.state.metrics_registry = services.metrics_registry
             logger.info("chainwire %s ready (network %s)", __version__, settings.network)

@@ -12,8 +12,10 @@ task group, and on exit shuts them down in order:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from batcher.retention import RetentionPruner
 from batcher.runner import BatcherConfig, BatchRunner
-from batcher.store import BatchReader, BatchStore, EventQueries, open_store
+from batcher.store import BatchReader, BatchStore, EventQueries, WatchPage, open_store
 from batcher.window import WindowLimits
 from stream.electrum import ServerPool
 from stream.electrum.validate import canonical_address
@@ -32,6 +34,7 @@ from stream.metrics import ChainwireCollector, MeteredSink
 from stream.producers.sink import BatcherSink, CommitTracker, TeeSink
 from stream.producers.supervisor import Producers
 from stream.settings import Settings
+from stream.watching import Watching
 
 __all__ = ["Limits", "Services", "run_services"]
 
@@ -44,6 +47,7 @@ class Limits:
 
     client_buffer: int = 1000
     ws_max_addresses: int = 1000
+    sse_max_addresses: int = 1000
     ws_max_message_bytes: int = 64 * 1024
     max_connections_per_ip: int = 100
     ws_max_errors: int = 50
@@ -74,6 +78,14 @@ class Services:
     limits: Limits = field(default_factory=Limits)
     connections_by_ip: dict[str, int] = field(default_factory=dict)
     shutting_down: anyio.Event = field(default_factory=anyio.Event)
+    lease_clock: Callable[[], float] = time.monotonic
+    watching: Watching = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watching = Watching(self.store, self.producers,
+                                 max_watched=self.settings.max_watched,
+                                 lease_seconds=self.settings.watch_lease_seconds,
+                                 clock=self.lease_clock)
 
     # The endpoints' seams: each reads the store through the narrowest view it needs, so
     # a node that is not the leader can serve them from a follower of the batch log.
@@ -94,17 +106,27 @@ class Services:
     def canonical_address(self, address: str) -> str:
         return canonical_address(address, self.settings.network)
 
+    async def watched_page(self, after: str | None, limit: int) -> WatchPage:
+        """A page of the watch list in byte order of the address, after ``after``."""
+        return await self.watching.page(after, limit)
+
     async def watch(self, addresses: Iterable[str]) -> list[str]:
-        """Start watching (already canonical) addresses; returns the ones that are new."""
-        added = await self.store.watch_add(list(addresses))
-        self.producers.watch(added)
-        return added
+        """Watch (already canonical) addresses for good (an API call); returns the new
+        ones. ``WatchLimitReached`` past ``CHAINWIRE_MAX_WATCHED``: none is added."""
+        return await self.watching.watch(addresses)
+
+    async def watch_stream(self, addresses: Iterable[str], *, hold: bool = True) -> list[str]:
+        """Watch addresses for a stream subscriber, on a lease; with ``hold`` it holds
+        them until ``release``. ``WatchLimitReached`` as ``watch``."""
+        return await self.watching.watch_stream(addresses, hold=hold)
+
+    def release(self, addresses: Iterable[str]) -> None:
+        """A stream subscriber no longer names ``addresses``: their leases may run."""
+        self.watching.release(addresses)
 
     async def unwatch(self, address: str) -> bool:
         """Stop watching a (canonical) address; False if it was not watched."""
-        removed = await self.store.watch_remove(address)
-        self.producers.unwatch(address)
-        return removed
+        return await self.watching.unwatch(address)
 
     def begin_shutdown(self) -> None:
         """Tell every stream to end (first step of the shutdown order)."""
@@ -113,7 +135,8 @@ class Services:
 
     def stats(self) -> dict[str, Any]:
         return {"pool": self.pool.stats(), "batcher": self.runner.stats(),
-                "hub": self.hub.stats(), "producers": self.producers.stats()}
+                "hub": self.hub.stats(), "producers": self.producers.stats(),
+                "watch": self.watching.stats()}
 
 
 #: Blocks and reorgs are rare and urgent, and must reach the store before the address
@@ -130,9 +153,29 @@ def batcher_config(settings: Settings) -> BatcherConfig:
     )
 
 
+def _warn_if_open(settings: Settings) -> None:
+    """Open to the network with no keys: anyone who reaches it can grow the watch list."""
+    if settings.api_keys or _is_loopback(settings.host):
+        return
+    logger.warning("listening on %s with no CHAINWIRE_API_KEYS: anyone who can reach it can "
+                   "add to the watch list (up to CHAINWIRE_MAX_WATCHED=%d)",
+                   settings.host, settings.max_watched)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
 @asynccontextmanager
 async def run_services(settings: Settings, limits: Limits | None = None, *,
-                       producers: bool = True) -> AsyncIterator[Services]:
+                       producers: bool = True,
+                       lease_clock: Callable[[], float] | None = None,
+                       ) -> AsyncIterator[Services]:
     limits = limits or Limits()
     store = open_store(settings.database_url)
     hub = Hub(buffer_size=limits.client_buffer)
@@ -142,16 +185,23 @@ async def run_services(settings: Settings, limits: Limits | None = None, *,
         runner = BatchRunner(store, TeeSink(commits, MeteredSink(hub, registry)),
                              batcher_config(settings))
         chain = Producers(settings, pool, store, BatcherSink(runner, commits))
-        services = Services(settings, store, hub, runner, pool, registry, chain, limits)
+        services = Services(settings, store, hub, runner, pool, registry, chain, limits,
+                            lease_clock=lease_clock or time.monotonic)
+        _warn_if_open(settings)
         registry.register(ChainwireCollector(services.stats, pool.snapshot))
         if settings.watch:
             watch = [canonical_address(a, settings.network) for a in settings.watch]
             added = await store.watch_add(watch)  # the producers load the list at start
             logger.info("watching %d configured addresses (%d new)", len(watch), len(added))
+        await services.watching.load()
+        logger.info("watch list: at most %d addresses; %d leased (let go %g s after "
+                    "their last subscriber)", settings.max_watched,
+                    len(services.watching.leases), settings.watch_lease_seconds)
         pruner = RetentionPruner(store, retention_hours=settings.retention_hours)
         async with anyio.create_task_group() as tg:
             await tg.start(runner.run)
             await tg.start(pruner.run)
+            await tg.start(services.watching.run)
             async with anyio.create_task_group() as producing:
                 if producers:
                     await producing.start(chain.run)

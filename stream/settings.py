@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         description="comma-separated addresses to watch from the start",
         json_schema_extra={"expect": "a comma-separated list of addresses"},
     )
+    max_watched: int = Field(
+        100_000, gt=0,
+        description="at most this many watched addresses in all; past it a new watch is "
+        "refused with watch_limit (HTTP 409)",
+        json_schema_extra={"expect": "a positive integer"},
+    )
+    watch_lease_seconds: float = Field(
+        600.0, gt=0, le=30 * 86400,
+        description="an address only stream subscriptions watch is unwatched this long "
+        "after its last subscriber left (time for a reconnect to resume)",
+        json_schema_extra={"expect": "a positive number of seconds (at most 2592000)"},
+    )
     confirmations: int = Field(
         6, ge=1, le=100,
         description="address events are updated until a transaction has this many confirmations",

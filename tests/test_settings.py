@@ -124,3 +124,16 @@ def test_zero_addresses_per_ws_connection_is_a_valid_limit() -> None:
     from stream.services import Limits
 
     assert Limits(ws_max_addresses=0).ws_max_addresses == 0
+
+
+def test_watch_list_bounds_are_validated_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert problems_for(monkeypatch, CHAINWIRE_MAX_WATCHED="0",
+                        CHAINWIRE_WATCH_LEASE_SECONDS="soon") == [
+        'CHAINWIRE_MAX_WATCHED must be a positive integer, got "0"',
+        "CHAINWIRE_WATCH_LEASE_SECONDS must be a positive number of seconds (at most "
+        '2592000), got "soon"']
+    monkeypatch.setenv("CHAINWIRE_WATCH_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("CHAINWIRE_MAX_WATCHED", "5")
+    settings = load_settings(env_file=None)
+    assert (settings.max_watched, settings.watch_lease_seconds) == (5, 1.5)
+    assert settings.redacted()["CHAINWIRE_MAX_WATCHED"] == "5"  # logged at start

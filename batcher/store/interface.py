@@ -32,7 +32,9 @@ __all__ = [
     "Prunable",
     "StoreError",
     "StoreUnavailable",
+    "WatchLimitReached",
     "WatchList",
+    "WatchPage",
     "redact_url",
     "validate_event",
 ]
@@ -44,6 +46,24 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now; trying again later may work."""
+
+
+class WatchLimitReached(Exception):
+    """Watching the new addresses would take the watch list over its cap: none was added.
+
+    Not a ``StoreError``: the store is fine, the request is what cannot be met."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the watch list is full (at most {limit} addresses)")
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPage:
+    """One page of the watch list in byte order of the address, and the list's size."""
+
+    addresses: list[str]
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,18 +188,44 @@ class EventQueries(Protocol):
 
 
 class WatchList(Protocol):
-    """The watched addresses (the commands users send, and what producers follow)."""
+    """The watched addresses (the commands users send, and what producers follow).
 
-    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
-        """Watch ``addresses``; return those that were not watched yet, in the order given."""
+    Each address is *permanent* (an API call or ``CHAINWIRE_WATCH`` asked for it) or
+    *leased* (only stream subscriptions did): a leased address is let go some time after its
+    last subscriber left (``watch_expire``); an API call makes it permanent.
+    """
+
+    async def watch_add(self, addresses: Iterable[str], *, leased: bool = False,
+                        max_watched: int | None = None) -> list[str]:
+        """Watch ``addresses``; return those that were not watched yet, in the order given.
+
+        ``leased=False`` also makes the already-leased ones among them permanent;
+        ``leased=True`` adds the new ones as leased and leaves the others as they are. With
+        ``max_watched``, raise ``WatchLimitReached`` (changing nothing) if the new ones
+        would take the list over it: all or nothing, atomic against other writers.
+        """
         ...
 
     async def watch_remove(self, address: str) -> bool:
         """Stop watching ``address`` (and forget its known transactions); True if it was."""
         ...
 
+    async def watch_expire(self, addresses: Iterable[str]) -> list[str]:
+        """Stop watching those of ``addresses`` that are still leased (an API call may have
+        made one permanent meanwhile), forgetting their known transactions; return them."""
+        ...
+
     async def watch_list(self) -> list[str]:
         """Every watched address, oldest first."""
+        ...
+
+    async def watch_leased(self) -> list[str]:
+        """The leased addresses, oldest first."""
+        ...
+
+    async def watch_page(self, after: str | None, limit: int) -> WatchPage:
+        """Up to ``limit`` watched addresses greater than ``after`` (byte order: the same
+        on both engines, and a cursor that stays valid when ``after`` is unwatched)."""
         ...
 
 

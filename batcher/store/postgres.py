@@ -18,9 +18,17 @@ from typing import Any
 import anyio
 import asyncpg
 
+import batcher.store.postgres_watch as watch_sql
 from batcher.events import Batch
 from batcher.store.base import StoreBase, check_limit
-from batcher.store.interface import NewBatch, StoreError, StoreUnavailable, redact_url
+from batcher.store.interface import (
+    NewBatch,
+    StoreError,
+    StoreUnavailable,
+    WatchLimitReached,
+    WatchPage,
+    redact_url,
+)
 from batcher.store.postgres_schema import SCHEMA_VERSION, migrate
 from batcher.store.rows import batch_rows, batches_from_rows
 
@@ -296,21 +304,32 @@ class PostgresStore(StoreBase):
 
     # -- producers' state ------------------------------------------------------------------
 
-    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
+    async def watch_add(self, addresses: Iterable[str], *, leased: bool = False,
+                        max_watched: int | None = None) -> list[str]:
         wanted = list(dict.fromkeys(addresses))
         if not wanted:
             return []
-        rows = await self._fetch(
-            """
-            INSERT INTO chainwire_watch (address)
-            SELECT a FROM unnest($1::text[]) WITH ORDINALITY AS t(a, n) ORDER BY n
-            ON CONFLICT (address) DO NOTHING
-            RETURNING address
-            """,
-            wanted,
-        )
-        added = {r[0] for r in rows}
-        return [a for a in wanted if a in added]
+        async with self._connection() as conn:
+            added = await watch_sql.add(conn, wanted, leased, max_watched)
+        if added is None:
+            raise WatchLimitReached(max_watched or 0)
+        return added
+
+    async def watch_expire(self, addresses: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(addresses))
+        if not wanted:
+            return []
+        async with self._connection() as conn:
+            return await watch_sql.expire(conn, wanted)
+
+    async def watch_leased(self) -> list[str]:
+        rows = await self._fetch("SELECT address FROM chainwire_watch WHERE leased ORDER BY id")
+        return [r[0] for r in rows]
+
+    async def watch_page(self, after: str | None, limit: int) -> WatchPage:
+        check_limit(limit)
+        async with self._connection() as conn:
+            return await watch_sql.page(conn, after, limit)
 
     async def watch_remove(self, address: str) -> bool:
         rows = await self._fetch(

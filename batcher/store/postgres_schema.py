@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from batcher.store.interface import StoreError
+from batcher.store.postgres_watch import LEASES_MIGRATION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
@@ -20,7 +21,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 logger = logging.getLogger("batcher.store.postgres")
 
 #: The schema this code writes; older schemas are migrated at ``open()``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Any constant works: it only has to be the same for every node migrating this database.
 MIGRATION_LOCK = 0x43484E57  # "CHNW"
@@ -74,6 +75,7 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (address, txid)
     );
     """,
+    2: LEASES_MIGRATION,
 }
 
 

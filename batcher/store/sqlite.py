@@ -17,16 +17,17 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+import batcher.store.sqlite_watch as watch_sql
 from batcher.events import Batch
 from batcher.store.base import StoreBase, check_limit
-from batcher.store.interface import NewBatch, StoreError, StoreUnavailable
+from batcher.store.interface import NewBatch, StoreError, StoreUnavailable, WatchPage
 from batcher.store.rows import batch_rows, batches_from_rows
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _T = TypeVar("_T")
 
@@ -76,6 +77,7 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (address, txid)
     ) WITHOUT ROWID;
     """,
+    2: watch_sql.LEASES_MIGRATION,
 }
 
 _REPLAY = """
@@ -311,36 +313,35 @@ class SQLiteStore(StoreBase):
 
     # -- producers' state ------------------------------------------------------------------
 
-    async def watch_add(self, addresses: Iterable[str]) -> list[str]:
+    async def watch_add(self, addresses: Iterable[str], *, leased: bool = False,
+                        max_watched: int | None = None) -> list[str]:
         wanted = list(dict.fromkeys(addresses))
         if not wanted:
             return []
-
-        def body(conn: sqlite3.Connection) -> list[str]:
-            added = []
-            for address in wanted:
-                cursor = conn.execute(
-                    "INSERT INTO chainwire_watch (address) VALUES (?) "
-                    "ON CONFLICT (address) DO NOTHING",
-                    (address,),
-                )
-                if cursor.rowcount:
-                    added.append(address)
-            return added
-
-        return await self._run(self._transaction(body))
+        return await self._run(self._transaction(
+            lambda conn: watch_sql.add(conn, wanted, leased, max_watched)))
 
     async def watch_remove(self, address: str) -> bool:
-        def body(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM chainwire_known_tx WHERE address = ?", (address,))
-            cursor = conn.execute("DELETE FROM chainwire_watch WHERE address = ?", (address,))
-            return cursor.rowcount > 0
+        return await self._run(self._transaction(
+            lambda conn: watch_sql.remove(conn, address)))
 
-        return await self._run(self._transaction(body))
+    async def watch_expire(self, addresses: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(addresses))
+        if not wanted:
+            return []
+        return await self._run(self._transaction(
+            lambda conn: watch_sql.expire(conn, wanted)))
 
     async def watch_list(self) -> list[str]:
         rows = await self._fetch("SELECT address FROM chainwire_watch ORDER BY id")
         return [r[0] for r in rows]
+
+    async def watch_leased(self) -> list[str]:
+        return await self._run(watch_sql.leased)
+
+    async def watch_page(self, after: str | None, limit: int) -> WatchPage:
+        check_limit(limit)
+        return await self._run(lambda conn: watch_sql.page(conn, after, limit))
 
     async def known_txs(self, address: str) -> dict[str, int]:
         rows = await self._fetch(

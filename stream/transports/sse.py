@@ -10,19 +10,22 @@ stream ends and EventSource resumes from its last id -- nothing is lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from batcher.store import StoreError, WatchLimitReached
 from stream.fanout.filters import ClientFilter, FilterError
 from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.web.errors import ApiError
 from stream.web.params import MAX_INT, int_param
+from stream.web.routes import watch_limit_error
 
 __all__ = ["events_endpoint", "filter_from_query"]
 
@@ -37,6 +40,9 @@ def filter_from_query(request: Request, services: Services) -> ClientFilter:
         types = [t for value in params.getlist("types") for t in value.split(",")]
     addresses = None
     raw_addresses = [a for value in params.getlist("address") for a in value.split(",") if a]
+    most = services.limits.sse_max_addresses
+    if len(raw_addresses) > most:
+        raise ApiError(400, "limit_exceeded", f"at most {most} address= values per stream")
     if raw_addresses:
         try:
             addresses = [services.canonical_address(a) for a in raw_addresses]
@@ -69,11 +75,15 @@ async def events_endpoint(request: Request) -> Response:
         raise ApiError(503, "unavailable", "server is shutting down; retry shortly")
     if request.method == "HEAD":
         return Response(media_type="text/event-stream")
-    if client_filter.addresses:
-        await services.watch(client_filter.addresses)
+    addresses = sorted(client_filter.addresses or ())
+    if addresses:
+        try:  # the cap is checked before the stream starts, so it can be a typed 409
+            await services.watch_stream(addresses, hold=False)
+        except WatchLimitReached as exc:
+            raise watch_limit_error(exc) from None
     retry_ms = services.limits.sse_retry_ms
 
-    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
+    async def stream() -> AsyncGenerator[ServerSentEvent | bytes, None]:
         # Subscribed here, inside the body, so a client that never reads the body (HEAD,
         # an early disconnect) leaves nothing behind; still before the store is read.
         try:
@@ -107,11 +117,30 @@ async def events_endpoint(request: Request) -> Response:
             subscriber.close()
 
     return EventSourceResponse(
-        stream(),
+        _holding(services, addresses, stream()),
         ping=services.limits.sse_ping_seconds,
         send_timeout=30,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _holding(services: Services, addresses: list[str],
+                   stream: AsyncGenerator[ServerSentEvent | bytes, None],
+                   ) -> AsyncIterator[ServerSentEvent | bytes]:
+    """``stream``, holding ``addresses`` while it runs. The hold is taken in the body, as
+    the hub subscription is: a client that never reads it holds nothing, and the leases
+    of its addresses simply run."""
+    async with aclosing(stream) as events:  # closed at once, not when collected
+        if addresses:
+            try:
+                await services.watch_stream(addresses)
+            except (WatchLimitReached, StoreError):
+                return  # changed since the check: EventSource comes back and is told why
+        try:
+            async for item in events:
+                yield item
+        finally:
+            services.release(addresses)
 
 
 def _reason(reason: DisconnectReason | None) -> str:

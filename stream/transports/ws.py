@@ -27,7 +27,7 @@ import anyio.abc
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from batcher.store import StoreError
+from batcher.store import StoreError, WatchLimitReached
 from stream import __version__
 from stream.fanout.hub import HubClosed, Subscriber
 from stream.fanout.resume import Cursor, Gap, replay_then_live
@@ -78,6 +78,7 @@ class _Connection:
         self.feed_scope: anyio.CancelScope | None = None
         self.cursor = Cursor(services.hub.last_seq)
         self.task_group: anyio.abc.TaskGroup | None = None
+        self.held: set[str] = set()  # addresses this connection holds a lease on
 
     async def perform(self, actions: list[Action]) -> None:
         """Carry out the session's actions, in order."""
@@ -123,13 +124,26 @@ class _Connection:
                 self.sending_since = None
 
     async def watch(self, addresses: tuple[str, ...]) -> None:
+        fresh = [a for a in addresses if a not in self.held]
         try:
-            await self.services.watch(addresses)
+            await self.services.watch_stream(fresh)  # held from here, until release_unnamed
+        except WatchLimitReached as exc:
+            await self.perform(self.session.watch_refused(exc.limit))
         except StoreError:
             logger.warning("store unavailable while handling a WS message")
             await self.perform(self.session.watch_failed())
         else:
+            self.held.update(fresh)
             await self.perform(self.session.watched())
+
+    def release_unnamed(self, *, ended: bool = False) -> None:
+        """Let go of the held addresses the connection no longer names (unsubscribed, or
+        all of them once it ended), so their leases can run."""
+        named = set() if ended else (self.session.interest.addresses or set())
+        gone = self.held - named
+        if gone:
+            self.held -= gone
+            self.services.release(gone)
 
     async def watch_sends(self) -> None:
         """Let go of a peer that stopped reading.
@@ -166,6 +180,8 @@ class _Connection:
             # Raised by any of the tasks (the task group wraps it in an ExceptionGroup):
             # the peer left, which is how connections end; anything else propagates.
             self.session.peer_gone()
+        finally:
+            self.release_unnamed(ended=True)
 
     async def close_on_shutdown(self) -> None:
         """Every connection says goodbye with 1001, subscribed or not."""
@@ -183,6 +199,7 @@ class _Connection:
             raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
             if raw is not None:
                 await self.perform(self.session.receive(raw))
+                self.release_unnamed()
 
     async def start_feed(self, start: StartStream) -> None:
         if self.feed_scope is not None:

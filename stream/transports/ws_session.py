@@ -5,8 +5,9 @@ server is shutting down...); what to do comes out as a list of actions for the I
 (``stream.transports.ws``) to perform in order:
 
 - ``Send(message)``: one JSON message to the client;
-- ``Watch(addresses)``: add addresses to the watch list, then report ``watched()`` or
-  ``watch_failed()`` (the subscription takes effect only once the watch did);
+- ``Watch(addresses)``: add addresses to the watch list, then report ``watched()``,
+  ``watch_refused()`` (the list is full) or ``watch_failed()`` (the subscription takes
+  effect only once the watch did);
 - ``StartStream(filter, resume_from, epoch)``: (re)start the feed: subscribe to the hub,
   replay from ``resume_from`` then go live; ``stream_refused()`` if the hub is closed;
 - ``SetFilter(filter)``: change what the running feed delivers;
@@ -156,6 +157,9 @@ class WsSession:
         self.state = WsState.OPEN
         self.interest = Interest()
         self.errors = 0  # protocol errors so far; at ``max_errors`` the connection closes
+        # Every address this connection had watched, subscribed still or not: its budget of
+        # ``max_addresses``, so subscribe/unsubscribe churn cannot grow the watch list.
+        self.named: set[str] = set()
         self._pending: Subscribe | None = None  # waiting for its addresses to be watched
 
     @property
@@ -187,18 +191,20 @@ class WsSession:
                 return self._subscribe(command)
             return self._unsubscribe(command)
         except ProtocolError as exc:
-            self.errors += 1
-            actions: list[Action] = [Send(exc.to_message())]
-            if self.errors >= self.limits.max_errors:
-                actions += self._close(CLOSE_POLICY, "too many errors")
-            return actions
+            return self._error(exc)
+
+    def _error(self, exc: ProtocolError) -> list[Action]:
+        self.errors += 1
+        actions: list[Action] = [Send(exc.to_message())]
+        if self.errors >= self.limits.max_errors:
+            actions += self._close(CLOSE_POLICY, "too many errors")
+        return actions
 
     def _subscribe(self, command: Subscribe) -> list[Action]:
-        current = self.interest.addresses
-        if command.addresses:
-            current = (current or set()) | set(command.addresses)
-        if len(current or ()) > self.limits.max_addresses:
+        if command.addresses and len(self.named | set(command.addresses)) > \
+                self.limits.max_addresses:
             raise ProtocolError(
+                # Distinct, over the connection's life: the README says so.
                 "limit_exceeded", f"at most {self.limits.max_addresses} addresses per connection")
         if command.addresses:
             # Watched first: a subscription the store could not record never takes effect.
@@ -213,6 +219,16 @@ class WsSession:
             return []
         return self._apply(command)
 
+    def watch_refused(self, limit: int) -> list[Action]:
+        """The watch list is full: nothing was added and nothing changes (an error counted:
+        a client that keeps asking is told to stop)."""
+        self._pending = None
+        if not self.reading:
+            return []
+        return self._error(ProtocolError(
+            "watch_limit", f"the watch list is full (at most {limit} addresses); nothing "
+            "was added"))
+
     def watch_failed(self) -> list[Action]:
         """The store could not record the pending ``Watch``: nothing changes (no error
         counted: it is not the client's fault)."""
@@ -225,6 +241,7 @@ class WsSession:
             interest.types = (interest.types or set()) | set(command.types)
         if command.addresses:
             interest.addresses = (interest.addresses or set()) | set(command.addresses)
+            self.named.update(command.addresses)
         if command.min_sats is not None:
             interest.min_sats = command.min_sats
         actions: list[Action] = [Send({"op": "subscribed", **interest.describe()})]

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from batcher.events import Event
+from batcher.store import WatchLimitReached
 from stream.electrum import ElectrumError
 from stream.services import Services
 from stream.web.errors import ApiError
@@ -20,6 +21,9 @@ __all__ = ["api_routes"]
 MAX_LIMIT = 1000
 MAX_WATCH_PER_REQUEST = 10_000
 MAX_BODY_BYTES = 1024 * 1024
+WATCH_PAGE_DEFAULT = 1000
+WATCH_PAGE_MAX = 10_000
+MAX_CURSOR_CHARS = 128  # longer than any address: a cursor is the last address of a page
 
 
 def _services(request: Request) -> Services:
@@ -40,6 +44,13 @@ def _address(request: Request) -> str:
         return _services(request).canonical_address(raw)
     except ValueError as exc:
         raise ApiError(400, "invalid_address", str(exc)) from None
+
+
+def watch_limit_error(exc: WatchLimitReached) -> ApiError:
+    """409: the request is fine, the server's state (a full watch list) refuses it."""
+    return ApiError(409, "watch_limit",
+                    f"the watch list is full (at most {exc.limit} addresses); nothing was "
+                    "added")
 
 
 def _events(events: list[Event]) -> list[dict[str, Any]]:
@@ -69,12 +80,32 @@ async def watch_add(request: Request) -> Response:
             canonical.append(services.canonical_address(address))
         except ValueError as exc:
             raise ApiError(400, "invalid_address", str(exc)) from None
-    added = await services.watch(dict.fromkeys(canonical))
-    return JSONResponse({"added": added, "watching": len(await services.watched())})
+    try:
+        added = await services.watch(dict.fromkeys(canonical))
+    except WatchLimitReached as exc:
+        raise watch_limit_error(exc) from None
+    page = await services.watched_page(None, 1)
+    return JSONResponse({"added": added, "watching": page.total})
 
 
 async def watch_list(request: Request) -> Response:
-    return JSONResponse({"addresses": await _services(request).watched()})
+    """A page of the watch list in byte order of the address: pass ``next`` back as
+    ``?after=`` for the following one (null: that was the last)."""
+    limit = int_param(request, "limit", WATCH_PAGE_DEFAULT)
+    if not 1 <= limit <= WATCH_PAGE_MAX:
+        raise ApiError(400, "bad_request",
+                       f"limit must be from 1 to {WATCH_PAGE_MAX}, got {limit}")
+    after = request.query_params.get("after") or None
+    if after is not None and len(after) > MAX_CURSOR_CHARS:
+        raise ApiError(400, "bad_request",
+                       f"after must be an address (the 'next' of the previous page), "
+                       f"at most {MAX_CURSOR_CHARS} characters")
+    # One more than asked: whether there is a next page, without an empty last one.
+    page = await _services(request).watched_page(after, limit + 1)
+    addresses = page.addresses[:limit]
+    more = len(page.addresses) > limit
+    return JSONResponse({"addresses": addresses, "next": addresses[-1] if more else None,
+                         "total": page.total})
 
 
 async def watch_remove(request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,13 +51,16 @@ async def serving(app: Starlette, port: int) -> AsyncIterator[GracefulServer]:
 
 @asynccontextmanager
 async def live_server(servers: list[ElectrumXServer], limits: Limits | None = None, *,
-                      producers: bool = False, **settings: Any) -> AsyncIterator[Live]:
+                      producers: bool = False,
+                      lease_clock: Callable[[], float] | None = None,
+                      **settings: Any) -> AsyncIterator[Live]:
     """``producers=False`` (the default here): the test's own ``emit`` is the only source
-    of events, so it can count batches; ``True``: the real chain from the bed as well."""
+    of events, so it can count batches; ``True``: the real chain from the bed as well.
+    ``lease_clock``: the watch leases' clock (a test's own, to end a lease at once)."""
     async with fresh_pg_database() as name:
         config = Settings(network="regtest", servers=tuple(s.tcp_url for s in servers),
                           database_url=pg_url_for(name), **settings)
-        app = create_app(config, limits, producers=producers)
+        app = create_app(config, limits, producers=producers, lease_clock=lease_clock)
         port = free_port()
         async with serving(app, port):
             yield Live(app.state.services, port)

@@ -257,7 +257,8 @@ async def test_bad_ws_input_gets_errors_and_the_connection_stays(
             assert live.services.hub.stats()["clients"] == {}  # HEAD subscribes nobody
             bad = await http.post("/api/v1/watch", json={"addresses": [ADDRESS, "nope"]})
             assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]
-            assert (await http.get("/api/v1/watch")).json() == {"addresses": []}
+            assert (await http.get("/api/v1/watch")).json() == {
+                "addresses": [], "next": None, "total": 0}
 
 
 @pytest.mark.anyio
