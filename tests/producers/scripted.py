@@ -104,12 +104,19 @@ class ScriptedPool:
         self.on_histories: Hook | None = None
         self.tip: int | None = None
         self._notes: MemoryObjectSendStream[object] | None = None  # while subscribed
+        self._receive: MemoryObjectReceiveStream[object] | None = None
 
     def scripthash(self, address: str) -> str:
         return hashlib.sha256(address.encode()).hexdigest()
 
     def status(self, address: str) -> str | None:
         return history_status(self.histories.get(address, []))
+
+    @property
+    def pending_notes(self) -> bool:
+        """Whether a notification is sent but not yet read by the producer."""
+        return self._receive is not None and (
+            self._receive.statistics().current_buffer_used > 0)
 
     def notify(self, address: str) -> None:
         """The carrier notifies the address's status now."""
@@ -122,7 +129,7 @@ class ScriptedPool:
     async def subscribe_scripthashes(self) -> AsyncIterator[ScriptedSubscription]:
         await self.gate.wait()
         send, receive = anyio.create_memory_object_stream[object](100)
-        self._notes = send
+        self._notes, self._receive = send, receive
         with send, receive:
             yield ScriptedSubscription(self, receive)
 
