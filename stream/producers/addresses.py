@@ -139,10 +139,11 @@ class AddressProducer:
     def idle(self) -> bool:
         """Nothing to do until a notification or a chain change comes: no round running
         or due, nothing dirty, to (un)subscribe or on a timer. What tests wait for to
-        know that nothing more will be emitted for what happened so far."""
+        know that nothing more will be emitted for what happened so far. Read-only: it
+        peeks at the timers (``next_deadline`` would also prune the timer queue)."""
         return not (self._busy or self._wake.is_set() or self._changes
                     or self._watched.dirty_count or self._watched.pending_subscriptions
-                    or self._watched.next_deadline() < math.inf)
+                    or any(entry.deadline() < math.inf for entry in self._watched))
 
     def stats(self) -> dict[str, int]:
         return {**self._counters, "watching": len(self._watched),

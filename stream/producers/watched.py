@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 __all__ = ["WatchedAddress", "WatchedAddresses"]
 
 
-@dataclass(slots=True, eq=True)
+# eq=False: an entry is compared by identity (``is_current``), never by its contents; an
+# unwatched entry and its re-watched successor may hold the same values.
+@dataclass(slots=True, eq=False)
 class WatchedAddress:
     """What the producer keeps about one watched address."""
 

@@ -4,60 +4,40 @@ producer itself over a scripted pool and a real SQLite store."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 import pytest
-from embit.networks import NETWORKS
-from embit.script import Script
-from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
 from batcher.events import Event
-from batcher.store import BatchStore, NewBatch, open_store
+from batcher.store import NewBatch, open_store
 from stream.electrum import ServerPool
 from stream.electrum.errors import ServerError
-from stream.producers.address_diff import TxChange, history_status
+from stream.producers.address_diff import TxChange
 from stream.producers.address_log import LoggedEvents
 from stream.producers.addresses import AddressProducer
 from stream.producers.amounts import TxCache, price, sent_sats, spent_from, unpriced
 from stream.producers.rounds import HistoryDiff, counts_after, hold_losses
 from stream.producers.txparse import parse_tx
 from stream.producers.watched import WatchedAddress, WatchedAddresses
+from tests.producers.scripted import (
+    ME,
+    OTHER,
+    A,
+    B,
+    C,
+    D,
+    ScriptedPool,
+    StoringSink,
+    raw_tx,
+    txid_of,
+)
 from tests.producers.support import wait_until
-
-A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
-
-
-def regtest_address(n: int) -> str:
-    return str(Script(b"\x00\x14" + bytes([n]) * 20).address(NETWORKS["regtest"]))
-
-
-ME, OTHER = regtest_address(1), regtest_address(2)
-
-
-def raw_tx(spends: Sequence[tuple[str, int]], pays: Sequence[tuple[str, int]]) -> str:
-    """A real (unsigned) transaction spending ``spends`` and paying ``pays``."""
-    tx = Transaction(
-        vin=[TransactionInput(bytes.fromhex(txid), vout) for txid, vout in spends],
-        vout=[TransactionOutput(value, Script(b"\x00\x14" + _program(address)))
-              for address, value in pays],
-    )
-    return str(tx.serialize().hex())
-
-
-def _program(address: str) -> bytes:
-    return bytes([1 if address == ME else 2]) * 20
-
-
-def txid_of(raw: str) -> str:
-    return parse_tx(raw, "regtest").txid
-
 
 # -- one entry per watched address ---------------------------------------------------------
 
@@ -89,7 +69,7 @@ def test_unwatch_then_watch_again_starts_from_fresh_state() -> None:
     assert entries.take_unsubscribe() == ["sh-" + ME]
     fresh = entries.add(ME, "sh-" + ME)
     assert fresh is not None and fresh is not old
-    assert fresh == WatchedAddress(ME, "sh-" + ME)
+    assert asdict(fresh) == asdict(WatchedAddress(ME, "sh-" + ME))  # eq=False: by field
     assert fresh.log_checked and not fresh.notified and fresh.matches("anything")
     assert not entries.is_current(old) and entries.is_current(fresh)
     assert entries.dirty_count == 0 and entries.next_deadline() == math.inf
@@ -290,72 +270,6 @@ def test_the_event_log_says_what_was_sent_last() -> None:
 
 
 # -- the producer over a scripted pool -----------------------------------------------------
-
-
-class ScriptedSubscription:
-    def __init__(self, pool: ScriptedPool) -> None:
-        self._pool = pool
-
-    async def add_addresses(self, addresses: Sequence[str]) -> dict[str, str | None]:
-        return {self._pool.scripthash(a): history_status(self._pool.histories.get(a, []))
-                for a in addresses}
-
-    async def remove(self, scripthashes: Sequence[str]) -> None:
-        self._pool.removed.extend(scripthashes)
-
-    def carrier(self, scripthash: str) -> str:
-        return "tcp://scripted:1"
-
-    def __aiter__(self) -> ScriptedSubscription:
-        return self
-
-    async def __anext__(self) -> object:
-        await anyio.sleep_forever()
-        raise StopAsyncIteration
-
-
-class ScriptedPool:
-    """What the address producer asks of the pool, answered from scripts. Subscribing
-    waits for ``gate``, so a test can act between the restore and the first round."""
-
-    def __init__(self, histories: dict[str, list[dict[str, Any]]], raws: dict[str, str]
-                 ) -> None:
-        self.histories = histories
-        self.raws = raws
-        self.removed: list[str] = []
-        self.gate = anyio.Event()
-
-    def scripthash(self, address: str) -> str:
-        return hashlib.sha256(address.encode()).hexdigest()
-
-    @asynccontextmanager
-    async def subscribe_scripthashes(self) -> AsyncIterator[ScriptedSubscription]:
-        await self.gate.wait()
-        yield ScriptedSubscription(self)
-
-    async def get_histories_batch(self, addresses: Iterable[str]) -> list[Any]:
-        return [self.histories.get(a, []) for a in addresses]
-
-    async def get_transactions_batch(self, txids: Iterable[str]) -> list[Any]:
-        return [self.raws[t] for t in txids]
-
-    def servers_tip(self) -> int | None:
-        return None
-
-
-class StoringSink:
-    def __init__(self, store: BatchStore) -> None:
-        self.store = store
-        self.events: list[Event] = []
-
-    async def emit(self, events: Sequence[Event]) -> None:
-        await self.emit_committed(events)
-
-    async def emit_committed(self, events: Sequence[Event]) -> None:
-        for event_type in dict.fromkeys(e.type for e in events):
-            group = tuple(e for e in events if e.type == event_type)
-            await self.store.save_batches([NewBatch.encoded(event_type, group, time.time())])
-        self.events.extend(events)
 
 
 async def _crashed_store(db: Path) -> None:
