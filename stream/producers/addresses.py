@@ -100,6 +100,9 @@ class AddressProducer:
             pool, store, self._watched, network=network, confirmations=confirmations,
             large_tx_sats=large_tx_sats, scan_blocks=scan_blocks, loss_grace=loss_grace)
         self._changes: list[ChainChange] = []
+        # A round that saw the tip move and then failed: the next one must still update
+        # the confirmations of every address, not only of the dirty ones it re-marks.
+        self._tip_move_pending = False
         self._tip = 0
         self._subs: ScripthashSubscription | None = None
         self._busy = True  # until the loop first waits for work
@@ -142,6 +145,7 @@ class AddressProducer:
         know that nothing more will be emitted for what happened so far. Read-only: it
         peeks at the timers (``next_deadline`` would also prune the timer queue)."""
         return not (self._busy or self._wake.is_set() or self._changes
+                    or self._tip_move_pending
                     or self._watched.dirty_count or self._watched.pending_subscriptions
                     or any(entry.deadline() < math.inf for entry in self._watched))
 
@@ -232,7 +236,8 @@ class AddressProducer:
         self._counters["rounds"] += 1
         await self._update_subscriptions(subs)
         self._watched.expire(anyio.current_time())
-        tip_moved = self._apply_chain_changes()
+        tip_moved = self._apply_chain_changes() or self._tip_move_pending
+        self._tip_move_pending = False
         if self._watched.dirty_count:
             tip_moved = await self._await_tip() or tip_moved
         plan = RoundPlan(tuple(self._watched.take_dirty(self._round_max)), tip_moved,
@@ -247,6 +252,7 @@ class AddressProducer:
                 self._counters["events"] += len(outcome.events)
         except BaseException:
             self._watched.mark_dirty(e.address for e in plan.entries)  # next round
+            self._tip_move_pending = plan.tip_moved
             raise
         await self._commit(outcome)  # stored: now the round counts
 

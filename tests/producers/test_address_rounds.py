@@ -264,9 +264,6 @@ async def test_a_round_whose_events_are_not_stored_is_done_again_exactly_once(
         assert [e.key for e in run.sink.events if e.type == "tx.large"] == [SPEND_ID]
 
 
-@pytest.mark.xfail(strict=True, reason="a failed round forgets that the tip moved: the "
-                   "confirmation updates of addresses that were not dirty are lost until "
-                   "the next block (AddressProducer._round re-marks only the plan's entries)")
 async def test_a_failed_round_keeps_the_confirmation_updates_of_addresses_not_dirty(
     tmp_path: Path,
 ) -> None:
