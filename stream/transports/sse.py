@@ -22,7 +22,7 @@ from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.web.errors import ApiError
-from stream.web.params import MAX_INT, int_param
+from stream.web.params import int_param, parse_uint
 
 __all__ = ["events_endpoint", "filter_from_query"]
 
@@ -54,11 +54,12 @@ def _resume_point(request: Request) -> int | None:
     if raw is None or raw.strip() == "":
         return None
     raw = raw.strip()
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_INT:
+    seq = parse_uint(raw)  # checks the length first: no int() of 5000 digits
+    if seq is None:
         raise ApiError(
             400, "bad_request", f"Last-Event-ID must be a batch seq (an integer), got {raw[:40]!r}"
         )
-    return int(raw)
+    return seq
 
 
 async def events_endpoint(request: Request) -> Response:
