@@ -22,7 +22,7 @@ from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.web.errors import ApiError
-from stream.web.params import int_param, parse_uint
+from stream.web.params import int_param, parse_uint, single_param
 
 __all__ = ["events_endpoint", "filter_from_query"]
 
@@ -50,7 +50,7 @@ def filter_from_query(request: Request, services: Services) -> ClientFilter:
 
 
 def _resume_point(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    raw = request.headers.get("last-event-id") or single_param(request, "last_event_id")
     if raw is None or raw.strip() == "":
         return None
     raw = raw.strip()

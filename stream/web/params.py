@@ -6,7 +6,7 @@ from starlette.requests import Request
 
 from stream.web.errors import ApiError
 
-__all__ = ["MAX_INT", "int_param", "parse_uint"]
+__all__ = ["MAX_INT", "int_param", "parse_uint", "single_param"]
 
 MAX_INT = 2**63 - 1
 _MAX_DIGITS = len(str(MAX_INT))
@@ -29,7 +29,7 @@ def parse_uint(raw: str) -> int | None:
 
 def int_param(request: Request, name: str, default: int) -> int:
     """A non-negative integer query parameter, or ``default`` when absent or empty."""
-    raw = request.query_params.get(name)
+    raw = single_param(request, name)
     if raw is None or raw == "":
         return default
     value = parse_uint(raw)
@@ -37,3 +37,12 @@ def int_param(request: Request, name: str, default: int) -> int:
         raise ApiError(400, "bad_request",
                        f"{name} must be an integer from 0 to {MAX_INT}, got {raw[:40]!r}")
     return value
+
+
+def single_param(request: Request, name: str) -> str | None:
+    """A parameter that may be given once: ``?limit=5&limit=x`` is refused rather than
+    quietly reading one of the two."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, "bad_request", f"{name} given {len(values)} times; give it once")
+    return values[0] if values else None
