@@ -53,7 +53,7 @@ def _resume_point(request: Request) -> int | None:
     raw = request.headers.get("last-event-id") or single_param(request, "last_event_id")
     if raw is None or raw.strip() == "":
         return None
-    raw = raw.strip()
+    # Not stripped: HTTP already trims a header, and " 5" in a query is not a seq.
     seq = parse_uint(raw)  # checks the length first: no int() of 5000 digits
     if seq is None:
         raise ApiError(

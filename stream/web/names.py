@@ -53,7 +53,7 @@ def host_of(header: str | None) -> str | None:
     if not header:
         return None
     match = _HOST_HEADER.fullmatch(header.strip().lower())
-    if match is None:
+    if match is None or (match["port"] is not None and int(match["port"]) > 65535):
         return None
     host = match["host"]
     if host.startswith("["):
