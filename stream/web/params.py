@@ -21,9 +21,10 @@ def parse_uint(raw: str) -> int | None:
     """
     if not (raw.isascii() and raw.isdigit()):
         return None
-    if len(raw.lstrip("0")) > _MAX_DIGITS:
+    digits = raw.lstrip("0") or "0"  # int() counts leading zeros against its limit too
+    if len(digits) > _MAX_DIGITS:
         return None
-    value = int(raw)
+    value = int(digits)
     return value if value <= MAX_INT else None
 
 
