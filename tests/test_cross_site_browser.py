@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, async_playwright, expect
 
 from batcher.events import Event
 from tests.bed.electrumx import ElectrumXServer
@@ -169,3 +169,44 @@ async def _with_a_block(page: Page, live: Live, reading: Any) -> dict[str, Any]:
         await live.emit(Event("block", "900", {"height": 900, "hash": "ab" * 32},
                               ts=time.time()))
     return result
+
+
+async def test_the_dashboard_runs_under_its_policy_and_refuses_to_be_framed(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    """No violation of the dashboard's own Content-Security-Policy while it streams and
+    watches; a page on another origin that frames it gets nothing."""
+    with another_site() as origin:
+        async with live_server(electrumx_servers) as live, async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.add_init_script("""window.cspViolations = [];
+                  document.addEventListener("securitypolicyviolation",
+                    (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));""")
+                await page.goto(f"{live.http}/")
+                await expect(page.locator("#connection")).to_have_text("live", timeout=10_000)
+                await page.fill("#watch-address", ADDRESS)
+                await page.click("#watch-form button")
+                await expect(page.locator("#watch-status")).to_have_text(f"watching {ADDRESS}")
+                assert await page.evaluate("window.cspViolations") == []
+
+                framing = await browser.new_page()
+                fetched: list[str] = []
+                framing.on("request", lambda request: fetched.append(request.url))
+                await framing.goto(f"{origin}/")
+                await framing.evaluate(FRAME, f"{live.http}/")
+                assert f"{live.http}/" in fetched  # the frame asked for the dashboard...
+                assert f"{live.http}/static/app.js" not in fetched  # ...and never ran it
+            finally:
+                await browser.close()
+
+
+# "load" fires once the frame is done: with the dashboard rendered (its script loaded) or
+# with the error page a refused frame gets.
+FRAME = """(url) => new Promise((resolve) => {
+  const frame = document.createElement("iframe");
+  frame.onload = () => resolve("loaded");
+  frame.src = url;
+  document.body.append(frame);
+})"""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,9 +14,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.bed.electrumx import ElectrumXServer
+from tests.server_process import ChainwireProcess
 from tests.stream.live import Live, live_server
-
-pytestmark = pytest.mark.anyio
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 DASHBOARD = "http://dash.example:8080"
@@ -44,6 +44,7 @@ async def ws_hello(url: str, **options: Any) -> dict[str, Any]:
         return hello
 
 
+@pytest.mark.anyio
 async def test_an_allowed_origin_reads_the_api_and_events_and_others_get_no_cors_headers(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -80,6 +81,7 @@ async def test_an_allowed_origin_reads_the_api_and_events_and_others_get_no_cors
         assert bad.headers["access-control-allow-origin"] == DASHBOARD
 
 
+@pytest.mark.anyio
 async def test_a_preflight_is_answered_for_allowed_origins_and_refused_typed_for_others(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -105,6 +107,7 @@ async def test_a_preflight_is_answered_for_allowed_origins_and_refused_typed_for
         assert await live.services.watched() == []
 
 
+@pytest.mark.anyio
 async def test_with_no_origins_configured_only_the_servers_own_origin_may_write(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -125,6 +128,7 @@ async def test_with_no_origins_configured_only_the_servers_own_origin_may_write(
     "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
     "multipart/form-data; boundary=x", "application/jsonx", None,
 ])
+@pytest.mark.anyio
 async def test_a_write_that_is_not_json_is_refused_and_changes_nothing(
     electrumx_servers: list[ElectrumXServer], content_type: str | None,
 ) -> None:
@@ -146,6 +150,7 @@ async def test_a_write_that_is_not_json_is_refused_and_changes_nothing(
         assert await live.services.watched() == [ADDRESS]
 
 
+@pytest.mark.anyio
 async def test_ws_handshakes_from_a_disallowed_origin_are_refused_before_accept(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -161,6 +166,7 @@ async def test_ws_handshakes_from_a_disallowed_origin_are_refused_before_accept(
             assert hello["op"] == "hello"
 
 
+@pytest.mark.anyio
 async def test_a_foreign_host_is_refused_on_loopback_but_healthz_still_answers(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -183,6 +189,7 @@ async def test_a_foreign_host_is_refused_on_loopback_but_healthz_still_answers(
         assert health.json()["status"] in ("ok", "unhealthy")
 
 
+@pytest.mark.anyio
 async def test_configured_hosts_replace_the_loopback_names(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -195,6 +202,7 @@ async def test_configured_hosts_replace_the_loopback_names(
             assert response.status_code == status, host
 
 
+@pytest.mark.anyio
 async def test_bound_elsewhere_any_host_is_served_and_no_redirect_echoes_it(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -209,6 +217,7 @@ async def test_bound_elsewhere_any_host_is_served_and_no_redirect_echoes_it(
             assert error_of(response)["code"] == "not_found"
 
 
+@pytest.mark.anyio
 async def test_every_answer_has_the_security_headers_and_no_server_header(
     electrumx_servers: list[ElectrumXServer],
 ) -> None:
@@ -233,3 +242,43 @@ async def _stream_has_headers(live: Live) -> None:
             http.stream("GET", f"{live.http}/events") as stream:
         assert stream.headers["x-content-type-options"] == "nosniff"
         assert "server" not in stream.headers
+
+
+@pytest.mark.anyio
+async def test_with_api_keys_a_preflight_needs_no_key_and_a_401_is_readable(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    """A browser never sends credentials on a preflight: it must be answered before the key
+    check, and the key check's 401 must carry CORS headers so the page can say why."""
+    async with live_server(electrumx_servers, cors_origins=(DASHBOARD,),
+                           api_keys=("sekrit",)) as live, \
+            httpx.AsyncClient(base_url=live.http, timeout=10) as http:
+        preflight = await http.options("/api/v1/watch", headers={
+            "Origin": DASHBOARD, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200
+        no_key = await http.get("/api/v1/watch", headers={"Origin": DASHBOARD})
+        assert no_key.status_code == 401
+        assert no_key.headers["access-control-allow-origin"] == DASHBOARD
+        with_key = await http.get("/api/v1/watch", headers={
+            "Origin": DASHBOARD, "Authorization": "Bearer sekrit"})
+        assert with_key.status_code == 200
+
+
+def test_chainwire_serve_sends_no_server_header_and_logs_what_it_enforces(
+    electrumx_servers: list[ElectrumXServer], tmp_path: Path,
+) -> None:
+    env = {"CHAINWIRE_NETWORK": "regtest", "CHAINWIRE_SERVERS": electrumx_servers[0].tcp_url,
+           "CHAINWIRE_DATABASE_URL": f"sqlite:///{tmp_path / 'cw.db'}",
+           "CHAINWIRE_CORS_ORIGINS": "https://Dash.example:443"}
+    with ChainwireProcess(env, cwd=tmp_path) as process:
+        for path in ("/", "/static/app.js", "/api/v1/nope"):
+            response = httpx.get(f"{process.url}{path}", timeout=10)
+            assert "server" not in response.headers, path
+            assert response.headers["x-frame-options"] == "DENY"
+        rebound = httpx.get(f"{process.url}/", headers={"Host": "evil.example"}, timeout=10)
+        assert (rebound.status_code, rebound.json()["error"]["code"]) == (400, "bad_host")
+    log = process.log()
+    assert "CHAINWIRE_CORS_ORIGINS=https://dash.example" in log
+    assert ("CHAINWIRE_ALLOWED_HOSTS=localhost,127.0.0.1,::1,*.localhost "
+            "(default for this bind address)") in log
