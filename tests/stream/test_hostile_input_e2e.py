@@ -218,3 +218,20 @@ async def next_message(client: ClientConnection) -> dict[str, object]:
     with anyio.fail_after(5):
         message: dict[str, object] = orjson.loads(await client.recv())
         return message
+
+
+async def test_a_bug_is_a_typed_500_that_tells_the_client_nothing(
+    electrumx_servers: list[ElectrumXServer], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last line of defence: an exception no handler expected (injected here) is still
+    the JSON error shape, without the exception's text."""
+    def broken() -> dict[str, object]:
+        raise RuntimeError("secret internals")
+
+    async with live_server(electrumx_servers) as live:
+        monkeypatch.setattr(live.services, "stats", broken)
+        answer = await raw_request(live, "GET", "/api/v1/stats")
+    assert answer.status == 500
+    assert answer.headers["content-type"] == "application/json"
+    assert orjson.loads(answer.body) == {
+        "error": {"code": "internal", "message": "internal server error"}}
