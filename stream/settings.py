@@ -212,7 +212,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_allowed_hosts(self) -> tuple[str, ...]:
-        """The Host patterns enforced (``stream.web.hosts.default_allowed_hosts``)."""
+        """The Host patterns enforced (``stream.web.names.default_allowed_hosts``)."""
         return default_allowed_hosts(self.allowed_hosts, self.host)
 
     @property
