@@ -28,9 +28,18 @@ from stream.settings import Settings
 from stream.transports.sse import events_endpoint
 from stream.transports.ws import ws_endpoint
 from stream.web.auth import ApiKeyMiddleware
-from stream.web.errors import ApiError, api_error_handler, http_exception_handler
+from stream.web.errors import (
+    ApiError,
+    api_error_handler,
+    http_exception_handler,
+    internal_error_handler,
+)
+from stream.web.headers import SecurityHeadersMiddleware
 from stream.web.health import check_health
+from stream.web.hosts import HostGuard
+from stream.web.origins import OriginGuard, TypedCORSMiddleware
 from stream.web.routes import api_routes
+from stream.web.writes import JsonWritesMiddleware
 
 __all__ = ["STATIC_DIR", "create_app", "end_streams"]
 
@@ -99,9 +108,23 @@ def create_app(settings: Settings, limits: Limits | None = None, *,
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(ApiKeyMiddleware, keys=settings.api_keys)],
-        exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
+        middleware=[
+            # Outermost first: every answer gets the security headers; a foreign Host is
+            # refused before anything else; CORS answers preflights and labels answers
+            # (errors too) for allowed origins; then other origins, non-JSON writes, keys.
+            Middleware(SecurityHeadersMiddleware, connect_origins=settings.cors_origins),
+            Middleware(HostGuard, allowed_hosts=settings.effective_allowed_hosts),
+            Middleware(TypedCORSMiddleware, allow_origins=settings.cors_origins),
+            Middleware(OriginGuard, allowed_origins=settings.cors_origins),
+            Middleware(JsonWritesMiddleware),
+            Middleware(ApiKeyMiddleware, keys=settings.api_keys),
+        ],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler,
+                            500: internal_error_handler},
     )
+    # A trailing-slash redirect builds its Location from the request's Host: with any
+    # host allowed that would echo whatever a client sent. Exact paths only (404 else).
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.services = None
     return app

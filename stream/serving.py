@@ -40,6 +40,7 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info
         "ws": BulkWriteWebSocketProtocol,
         "ws_per_message_deflate": ws_compression,
         "backlog": 4096,
+        "server_header": False,  # no "server: uvicorn": nothing to fingerprint
         **overrides,
     }
     return uvicorn.Config(app, **options)

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from batcher.store import parse_database_url, redact_url
 from stream.electrum.default_servers import DEFAULT_SERVERS
 from stream.electrum.urls import parse_server
+from stream.web.names import default_allowed_hosts, parse_host_pattern, parse_origin
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "describe_variables", "load_settings"]
 
@@ -130,6 +131,20 @@ class Settings(BaseSettings):
         "(Authorization: Bearer KEY, or ?key=KEY); empty means open",
         json_schema_extra={"expect": "a comma-separated list of keys", "secret": True},
     )
+    cors_origins: CommaList = Field(
+        (),
+        description="comma-separated origins (https://host[:port]) whose pages may use the "
+        "API, /events and /ws from a browser; * for any; empty means same origin only",
+        json_schema_extra={"expect": "a comma-separated list of origins like "
+                           "https://example.com (scheme://host[:port], no path), or *"},
+    )
+    allowed_hosts: CommaList = Field(
+        (),
+        description="comma-separated Host names served (example.com, *.example.com, an IP, "
+        "or *); empty: the localhost names when bound to loopback, any host otherwise",
+        json_schema_extra={"expect": "a comma-separated list of host names or IPs "
+                           "(no port; *.example.com for subdomains; * for any)"},
+    )
     ws_compression: bool = Field(
         False,
         description="accept WebSocket permessage-deflate when a client offers it: less "
@@ -157,6 +172,23 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_lists(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    # Stored as browsers send them (lower case, no default port), so lookups are exact;
+    # the bad item is the error's value, as for the servers.
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _cross_site_lists(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(parse_origin(item) for item in value))
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(parse_host_pattern(item) for item in value))
 
     @field_validator("log_level", "network", mode="before")
     @classmethod
@@ -191,6 +223,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def effective_allowed_hosts(self) -> tuple[str, ...]:
+        """The Host patterns enforced (``stream.web.names.default_allowed_hosts``)."""
+        return default_allowed_hosts(self.allowed_hosts, self.host)
+
+    @property
     def effective_servers(self) -> tuple[str, ...]:
         """The configured servers, or the built-in list for the network."""
         return self.servers or DEFAULT_SERVERS[self.network]
@@ -204,6 +241,9 @@ class Settings(BaseSettings):
             if name == "servers":
                 value = self.effective_servers
                 text = f"{len(value)} servers ({'configured' if self.servers else 'built-in'})"
+            elif name == "allowed_hosts":
+                text = ",".join(self.effective_allowed_hosts)
+                text += "" if self.allowed_hosts else " (default for this bind address)"
             elif name == "database_url":
                 text = redact_url(value, mask=_MASK)
             elif extra.get("secret"):

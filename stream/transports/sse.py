@@ -24,7 +24,7 @@ from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.web.errors import ApiError
-from stream.web.params import MAX_INT, int_param
+from stream.web.params import int_param, parse_uint, single_param
 from stream.web.routes import watch_limit_error
 
 __all__ = ["events_endpoint", "filter_from_query"]
@@ -56,15 +56,16 @@ def filter_from_query(request: Request, services: Services) -> ClientFilter:
 
 
 def _resume_point(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    raw = request.headers.get("last-event-id") or single_param(request, "last_event_id")
     if raw is None or raw.strip() == "":
         return None
-    raw = raw.strip()
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_INT:
+    # Not stripped: HTTP already trims a header, and " 5" in a query is not a seq.
+    seq = parse_uint(raw)  # checks the length first: no int() of 5000 digits
+    if seq is None:
         raise ApiError(
             400, "bad_request", f"Last-Event-ID must be a batch seq (an integer), got {raw[:40]!r}"
         )
-    return int(raw)
+    return seq
 
 
 async def events_endpoint(request: Request) -> Response:

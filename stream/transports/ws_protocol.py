@@ -27,6 +27,9 @@ __all__ = [
 
 AddressValidator = Callable[[str], str]
 
+#: The largest seq or amount a client may name: what the stores hold (int64).
+MAX_INT = 2**63 - 1
+
 
 class ProtocolError(Exception):
     """A recoverable client error: ``code`` is stable for programs, ``message`` for people."""
@@ -125,8 +128,11 @@ def _optional_int(message: dict[str, Any], name: str) -> int | None:
     value = message.get(name)
     if value is None:
         return None
+    # orjson gives ints up to 2**64-1 (bigger ones become floats); the stores hold int64.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ProtocolError("bad_request", f"\"{name}\" must be a non-negative integer")
+    if value > MAX_INT:
+        raise ProtocolError("bad_request", f"\"{name}\" must be at most {MAX_INT}")
     return value
 
 

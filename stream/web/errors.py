@@ -8,10 +8,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["ApiError", "api_error_handler", "error_response", "http_exception_handler"]
+__all__ = ["ApiError", "api_error_handler", "error_response", "http_exception_handler",
+           "internal_error_handler"]
 
 _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-          405: "method_not_allowed", 413: "too_large", 429: "too_many", 503: "unavailable"}
+          405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+          429: "too_many", 503: "unavailable"}
 
 
 class ApiError(Exception):
@@ -39,3 +41,9 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "error")
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug's answer, in our shape too (Starlette still logs the traceback): the client
+    learns nothing of the exception, and a JSON client is not handed plain text."""
+    return error_response(500, "internal", "internal server error")
