@@ -1,5 +1,6 @@
-// Chainwire dashboard: one EventSource (the browser resumes it with Last-Event-ID after
-// any disconnect), REST for history and figures. No framework, no build step.
+// Chainwire dashboard: one EventSource (resumed from its last id after any disconnect,
+// recreated when the browser gives up on it), REST for history and figures. No framework,
+// no build step.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -108,7 +109,6 @@ setInterval(drawRate, 1000);
 // --- the live stream -----------------------------------------------------------------
 function onBatch(message) {
   const batch = JSON.parse(message.data);
-  $("last-seq").textContent = String(batch.seq);
   countEvents(batch.count);
   for (const event of batch.events) {
     if (batch.type === "block") showBlock(event.data);
@@ -118,17 +118,49 @@ function onBatch(message) {
   }
 }
 
-function connect() {
-  const source = new EventSource(withKey("/events"));
+// EventSource resumes by itself (with Last-Event-ID) after a network error, but any
+// non-200 answer (a proxy's 502 while Chainwire restarts, a 429) closes it for good. Then
+// a new one is made from the last id seen (`?last_event_id=`), after a growing pause.
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30000;
+let lastEventId = null;
+let retryMs = RETRY_MIN_MS;
+
+function setConnection(state, text) {
   const status = $("connection");
-  source.onopen = () => { status.textContent = "live"; status.dataset.state = "live"; };
+  status.textContent = text;
+  status.dataset.state = state;
+}
+
+function remember(message) {
+  if (!message.lastEventId) return;
+  lastEventId = message.lastEventId;
+  $("last-seq").textContent = lastEventId; // where a new stream would resume
+}
+
+function connect() {
+  const path = lastEventId === null ? "/events"
+    : `/events?last_event_id=${encodeURIComponent(lastEventId)}`;
+  const source = new EventSource(withKey(path));
+  source.addEventListener("start", (message) => {
+    // The server's first message: where this stream starts (its id is the resume point).
+    remember(message);
+    retryMs = RETRY_MIN_MS;
+    setConnection("live", "live");
+  });
   source.onerror = () => {
-    // EventSource reconnects by itself (after the server's retry hint) with Last-Event-ID.
-    status.textContent = "reconnecting";
-    status.dataset.state = "reconnecting";
+    if (source.readyState !== EventSource.CLOSED) {
+      setConnection("reconnecting", "reconnecting");
+      return;
+    }
+    source.close();
+    const wait = Math.round(retryMs * (0.8 + 0.4 * Math.random()));
+    retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    setConnection("down", `disconnected, retrying in ${Math.ceil(wait / 1000)} s`);
+    setTimeout(connect, wait);
   };
   for (const type of ["block", "reorg", "address", "tx.large", "fees", "server"]) {
-    source.addEventListener(type, onBatch);
+    source.addEventListener(type, (message) => { remember(message); onBatch(message); });
   }
   source.addEventListener("gap", (message) => {
     const gap = JSON.parse(message.data);
@@ -163,8 +195,10 @@ async function refreshStats() {
       dd.textContent = String(v);
       return [dt, dd];
     }));
+    $("connection").dataset.stats = "ok";
   } catch (error) {
-    $("connection").dataset.state = "error";
+    // Its own attribute: a failed refresh must not hide the stream's state.
+    $("connection").dataset.stats = "error";
   }
 }
 

@@ -181,6 +181,8 @@ async def run_services(settings: Settings, limits: Limits | None = None, *,
     hub = Hub(buffer_size=limits.client_buffer)
     registry = CollectorRegistry()
     async with store, ServerPool(settings.effective_servers, network=settings.network) as pool:
+        # Nothing is published yet: a stream opened now starts at the stored seq, not at 0.
+        hub.last_seq = await store.last_seq()
         commits = CommitTracker()
         runner = BatchRunner(store, TeeSink(commits, MeteredSink(hub, registry)),
                              batcher_config(settings))

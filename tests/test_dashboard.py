@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,14 @@ from typing import Any
 import anyio
 import pytest
 from playwright.async_api import async_playwright, expect
+from playwright.sync_api import expect as sync_expect
+from playwright.sync_api import sync_playwright
 
 from batcher.events import Event
 from tests.bed.electrumx import ElectrumXServer
 from tests.bed.node import RegtestNode
+from tests.nginx_process import NGINX, RETRY_LATER, NginxProcess, regtest_env, wait_for_block
+from tests.server_process import ChainwireProcess
 from tests.stream.live import live_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -114,3 +119,55 @@ async def test_dashboard_shows_a_mined_block_and_a_watched_payment_from_the_real
             await page.screenshot(path=str(tmp_path / "dashboard-live.png"), full_page=True)
         finally:
             await browser.close()
+
+
+@pytest.mark.skipif(not NGINX.exists(), reason="Debian's nginx-light is not installed "
+                    "(/usr/sbin/nginx); scripts/test installs it when run as root")
+def test_the_dashboard_recreates_its_stream_when_a_proxy_502_closed_it(
+    regtest_node: RegtestNode, electrumx_servers: list[ElectrumXServer], wait_for_tip: Any,
+    tmp_path: Path,
+) -> None:
+    """Behind nginx without the README's 444 trick, a Chainwire restart makes nginx answer
+    502 and the browser closes the EventSource for good; the page makes a new one from its
+    last id, so it shows what happened while Chainwire was down and what comes after."""
+    wait_for_tip()
+    node = regtest_node
+    env = regtest_env(electrumx_servers, tmp_path / "chainwire.db")
+    with ChainwireProcess(env, cwd=tmp_path) as server, \
+            NginxProcess(server.port, tmp_path, drop=RETRY_LATER) as nginx, \
+            sync_playwright() as pw:
+        wait_for_block(server.url, node.height)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{nginx.url}/")
+            connection = page.locator("#connection")
+            sync_expect(connection).to_have_text("live", timeout=10_000)
+            node.mine()
+            sync_expect(page.locator(f'#blocks tr[data-height="{node.height}"]')
+                        ).to_have_count(1, timeout=20_000)
+
+            assert server.stop(signal.SIGTERM) == 0
+            # nginx's 502 closed the browser's EventSource; the page says so and waits.
+            sync_expect(connection).to_have_attribute("data-state", "down", timeout=20_000)
+            sync_expect(connection).to_contain_text("disconnected, retrying in")
+            last_seq = int(page.locator("#last-seq").inner_text())  # no stream: it stays
+            assert ("GET /events HTTP/1.1", 502) in nginx.requests()
+            [missed_hash] = node.mine()  # while Chainwire is down
+            missed = node.height
+
+            with ChainwireProcess(env, cwd=tmp_path, port=server.port):
+                sync_expect(connection).to_have_text("live", timeout=40_000)
+                row = page.locator(f'#blocks tr[data-height="{missed}"]')
+                sync_expect(row).to_have_count(1, timeout=20_000)
+                sync_expect(row.locator("td").nth(1)).to_have_attribute("title", missed_hash)
+                node.mine()
+                sync_expect(page.locator(f'#blocks tr[data-height="{node.height}"]')
+                            ).to_have_count(1, timeout=20_000)
+                page.screenshot(path=str(tmp_path / "dashboard-restarted.png"))
+        finally:
+            browser.close()
+    # The new stream resumed from the page's last id (the 502s in between too).
+    resumed = [status for line, status in nginx.requests()
+               if line == f"GET /events?last_event_id={last_seq} HTTP/1.1"]
+    assert 502 in resumed and 200 in resumed

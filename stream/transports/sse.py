@@ -1,10 +1,11 @@
 """``GET /events``: one Server-Sent Event per batch, for browsers' EventSource.
 
-``id: <seq>``, ``event: <type>``, ``data: <batch json>``; comment pings keep proxies from
-timing out; a ``retry:`` hint tells EventSource how soon to come back. A reconnect sends
-``Last-Event-ID`` (or ``?last_event_id=``): the stored batches after it are replayed,
-then the stream goes live. When a client falls behind, or the server shuts down, the
-stream ends and EventSource resumes from its last id -- nothing is lost.
+First a ``start`` event (``id: <seq>``, ``data: {"resume_from", "last_seq", "epoch"}``),
+then ``id: <seq>``, ``event: <type>``, ``data: <batch json>`` per batch; comment pings
+keep proxies from timing out; a ``retry:`` hint tells EventSource how soon to come back.
+A reconnect sends ``Last-Event-ID`` (or ``?last_event_id=``): the stored batches after
+it are replayed, then the stream goes live. When a client falls behind, or the server
+shuts down, the stream ends and EventSource resumes from its last id -- nothing is lost.
 """
 
 from __future__ import annotations
@@ -93,11 +94,11 @@ async def events_endpoint(request: Request) -> Response:
             return  # shutting down: the retry hint below was never sent, EventSource retries
         cursor = Cursor(services.hub.last_seq)
         try:
-            # An id-only message: EventSource records it as Last-Event-ID without firing
-            # an event, so even a client whose filter has matched nothing yet resumes
-            # from the right place.
-            yield ServerSentEvent(id=str(after if after is not None else cursor.seq),
-                                  comment="chainwire", retry=retry_ms)
+            # The start position, as a named event that carries data: every EventSource
+            # implementation records its id as Last-Event-ID (npm `eventsource` drops an
+            # id-only message), so even a client whose filter has matched nothing yet
+            # resumes from the right place; browsers fire it only for a `start` listener.
+            yield _start_message(after, cursor.seq, services.batches.epoch, retry_ms)
             async for item in replay_then_live(services.batches, subscriber, after, cursor):
                 if isinstance(item, Gap):
                     yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
@@ -142,6 +143,14 @@ async def _holding(services: Services, addresses: list[str],
                 yield item
         finally:
             services.release(addresses)
+
+
+def _start_message(after: int | None, last_seq: int, epoch: str, retry_ms: int
+                   ) -> ServerSentEvent:
+    resume_from = after if after is not None else last_seq
+    data = {"resume_from": resume_from, "last_seq": last_seq, "epoch": epoch}
+    return ServerSentEvent(id=str(resume_from), event="start", data=orjson.dumps(data).decode(),
+                           retry=retry_ms)
 
 
 def _reason(reason: DisconnectReason | None) -> str:

@@ -34,13 +34,16 @@ async def collect_sse(live: Live, query: str, into: list[dict[str, Any]],
     ) as response:
         assert response.status_code == 200
         connected.set()
-        data = ""
+        data, event = "", ""
         async for line in response.aiter_lines():
             if line.startswith("data:"):
                 data = line.removeprefix("data:").strip()
-            elif line == "" and data:
-                into.append(orjson.loads(data))
-                data = ""
+            elif line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line == "":
+                if data and event != "start":  # the stream's position, not a batch
+                    into.append(orjson.loads(data))
+                data, event = "", ""
 
 
 def events_of(batches: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:

@@ -62,10 +62,12 @@ async def ws_batches(client: ClientConnection, count: int) -> list[dict[str, Any
 
 async def sse_messages(live: Live, count: int, last_event_id: int | None = None,
                        query: str = "", subscribed: anyio.Event | None = None,
+                       starts: list[dict[str, Any]] | None = None,
                        ) -> list[dict[str, Any]]:
-    """Read ``count`` SSE messages (id/event/data) from /events, then disconnect.
-    ``subscribed`` is set on the stream's first line: the server writes it (an id-only
-    message) once the client is subscribed to the hub."""
+    """Read ``count`` SSE batch messages (id/event/data) from /events, then disconnect.
+    ``subscribed`` is set on the stream's first line: the server writes it (the ``start``
+    message) once the client is subscribed to the hub; ``start`` messages go to ``starts``,
+    not into the count."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     messages: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=10) as client, client.stream(
@@ -79,7 +81,10 @@ async def sse_messages(live: Live, count: int, last_event_id: int | None = None,
                 if subscribed is not None:
                     subscribed.set()
                 if line == "":
-                    if "data" in fields:
+                    if fields.get("event") == "start":
+                        if starts is not None:
+                            starts.append(fields)
+                    elif "data" in fields:
                         messages.append(fields)
                         if len(messages) == count:
                             break
@@ -147,8 +152,16 @@ async def test_resume_delivers_exactly_the_missed_batches(
         with anyio.fail_after(5):
             while await live.services.store.last_seq() < seen + 5:
                 await anyio.sleep(0.05)
-        resumed = await sse_messages(live, 5, last_event_id=seen)
+        starts: list[dict[str, Any]] = []
+        resumed = await sse_messages(live, 5, last_event_id=seen, starts=starts)
         assert [int(m["id"]) for m in resumed] == list(range(seen + 1, seen + 6))
+        # The stream began with its position as a message with data (so every EventSource
+        # implementation records the id): where it resumed from, and the newest seq.
+        epoch = live.services.store.epoch
+        [start] = starts
+        assert int(start["id"]) == seen
+        assert orjson.loads(start["data"]) == {"resume_from": seen, "last_seq": seen + 5,
+                                               "epoch": epoch}
         # The WebSocket resumes the same way, and then goes live without a gap.
         async with connect(live.ws) as bot:
             await ws_subscribe(bot, resume_from=seen + 2)
@@ -158,6 +171,70 @@ async def test_resume_delivers_exactly_the_missed_batches(
         assert [b["seq"] for b in replayed] == [seen + 3, seen + 4, seen + 5]
         assert live_batch["seq"] == seen + 6
         assert replayed[0]["events"][0]["data"] == {"height": 6, "hash": f"{6:064x}"}
+
+
+@pytest.mark.anyio
+async def test_a_fresh_sse_stream_starts_with_the_newest_seq_as_a_message_with_data(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with live_server(electrumx_servers, window_events=1) as live:
+        await live.emit(*(block_event(h) for h in range(1, 3)), address_event(1))
+        await published_events(live, "address", 1)
+        newest = await live.services.store.last_seq()
+        starts: list[dict[str, Any]] = []
+        async with anyio.create_task_group() as tg:
+            subscribed = anyio.Event()
+            fresh: list[dict[str, Any]] = []
+
+            async def read_fresh() -> None:
+                # Its filter matches nothing stored: the start message is its only position.
+                fresh.extend(await sse_messages(live, 1, query="?types=block", starts=starts,
+                                                subscribed=subscribed))
+
+            tg.start_soon(read_fresh)
+            with anyio.fail_after(10):
+                await subscribed.wait()
+            await live.emit(block_event(3))
+        [start] = starts
+        assert int(start["id"]) == newest
+        assert orjson.loads(start["data"]) == {"resume_from": newest, "last_seq": newest,
+                                               "epoch": live.services.store.epoch}
+        assert start["retry"] == "2000"
+        [block] = fresh
+        assert int(block["id"]) == newest + 1 and block["event"] == "block"
+
+
+@pytest.mark.anyio
+async def test_after_a_restart_a_new_sse_stream_starts_at_the_stored_seq(
+    electrumx_servers: list[ElectrumXServer],
+) -> None:
+    async with fresh_pg_database() as name:
+        config = Settings(network="regtest", servers=(electrumx_servers[0].tcp_url,),
+                          database_url=pg_url_for(name))
+        port = free_port()
+        app = create_app(config, producers=False)
+        async with serving(app, port):
+            live = Live(app.state.services, port)
+            await live.emit(*(block_event(h) for h in range(1, 4)))
+            await published_events(live, "block", 3)
+            stored = await live.services.store.last_seq()
+        app = create_app(config, producers=False)
+        async with serving(app, port):  # nothing published yet by this process
+            live = Live(app.state.services, port)
+            starts: list[dict[str, Any]] = []
+            async with anyio.create_task_group() as tg:
+                subscribed = anyio.Event()
+
+                async def read() -> None:
+                    await sse_messages(live, 1, query="?types=block", starts=starts,
+                                       subscribed=subscribed)
+
+                tg.start_soon(read)
+                with anyio.fail_after(10):
+                    await subscribed.wait()
+                await live.emit(block_event(4))
+    # Not 0: a client resuming from there later would be sent the whole store again.
+    assert [int(s["id"]) for s in starts] == [stored]
 
 
 @pytest.mark.anyio
