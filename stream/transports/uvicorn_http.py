@@ -25,7 +25,10 @@ checks it over real sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from http import HTTPStatus
 from typing import Any
 
@@ -109,9 +112,18 @@ class EdgeH11Protocol(H11Protocol):
                                self.client[0] if self.client else "?")
                 if self.cycle is not None:
                     self.cycle.disconnected = True  # nothing more to send: no ERROR line
-                self.transport.abort()
+                self._reset()
 
         return guarded
+
+    def _reset(self) -> None:
+        """Close with a TCP reset: the kernel drops what is still queued for the peer at
+        once, instead of trying to deliver it to a client that reads nothing."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     # -- the request-head timer -----------------------------------------------------------
 
