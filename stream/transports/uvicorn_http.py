@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from http import HTTPStatus
@@ -46,6 +47,7 @@ __all__ = ["DEFAULT_HEADER_TIMEOUT", "EdgeH11Protocol"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class _Connection(h11.Connection):
@@ -141,6 +143,9 @@ class EdgeH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: drop what the client still sends
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+            self._refuse_too_large()
+            return
         super().data_received(data)
         if self._refused or self.transport.is_closing() or not self._ours():
             self._cancel_head_timer()  # closed, or handed over to the WebSocket protocol
@@ -149,6 +154,15 @@ class EdgeH11Protocol(H11Protocol):
         elif self._head_timer is None:
             # The next head on a kept-alive connection: its time counts from its first byte.
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _head_too_large(self, data: bytes) -> bool:
+        # h11 limits only a head still incomplete: one that arrives whole in one read
+        # (up to asyncio's 256 KiB) would pass. Checked only when that much has come.
+        buffered = self.conn.trailing_data[0]
+        if len(buffered) + len(data) <= self.max_head_bytes:
+            return False
+        # The head's end (h11's rule: a blank line, CR optional) within the limit?
+        return _HEAD_END.search(buffered + data, 0, self.max_head_bytes + 3) is None
 
     def _ours(self) -> bool:
         return self.transport.get_protocol() is self
@@ -183,17 +197,19 @@ class EdgeH11Protocol(H11Protocol):
         # Called by uvicorn for any h11 protocol error (its own WARNING for it, without
         # the client, is dropped by stream.logs: this is the one line).
         assert isinstance(self.conn, _Connection)
-        peer = self.client[0] if self.client else "?"
         if self.conn.error_status == 431:
-            logger.warning("HTTP client %s sent a request head over %d bytes; answered 431",
-                           peer, self.max_head_bytes)
-            self._refuse(error_bytes(
-                431, "headers_too_large",
-                f"the request head is over {self.max_head_bytes} bytes"))
+            self._refuse_too_large()
         else:
             # h11's reason may quote the client's bytes (a key in a target): not logged.
-            logger.warning("HTTP client %s sent an invalid HTTP request; answered 400", peer)
+            logger.warning("HTTP client %s sent an invalid HTTP request; answered 400",
+                           self.client[0] if self.client else "?")
             self._refuse(error_bytes(400, "bad_request", "invalid HTTP request"))
+
+    def _refuse_too_large(self) -> None:
+        logger.warning("HTTP client %s sent a request head over %d bytes; answered 431",
+                       self.client[0] if self.client else "?", self.max_head_bytes)
+        self._refuse(error_bytes(431, "headers_too_large",
+                                 f"the request head is over {self.max_head_bytes} bytes"))
 
     def _refuse(self, response: bytes) -> None:
         """Send ``response``, then read and drop the rest of the request until the client

@@ -224,6 +224,22 @@ def test_a_1_mib_header_gets_a_typed_431_not_a_connection_reset(
     assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
 
 
+def test_a_small_head_with_a_big_body_in_one_write_is_no_431(
+    edge_server: ChainwireProcess,
+) -> None:
+    body = orjson.dumps({"addresses": ["x" * 40_000]})
+    with closing(socket.create_connection(("127.0.0.1", edge_server.port), timeout=5)) as sock:
+        sock.sendall(f"POST /api/v1/watch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                     + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400")  # the app's own answer: not an address
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_address"
+
+
 def test_a_malformed_request_gets_a_typed_400(edge_server: ChainwireProcess) -> None:
     with closing(socket.create_connection(("127.0.0.1", edge_server.port), timeout=5)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nthis is no header\r\n\r\n")
@@ -375,6 +391,15 @@ async def test_client_mistakes_leave_no_traceback_no_key_and_at_most_one_warning
     finally:
         for sock in held:
             sock.close()
+    # A head over the limit and a malformed one: one WARNING each.
+    with closing(socket.create_connection(("127.0.0.1", port), timeout=5)) as sock:
+        # Whole, in one write: h11 alone would let a head that arrives in one read pass.
+        sock.sendall(f"GET /healthz?key={KEY} HTTP/1.1\r\nHost: x\r\nX-Big: ".encode()
+                     + b"a" * 65536 + b"\r\n\r\n")
+        assert read_head(sock).startswith(b"HTTP/1.1 431")
+    with closing(socket.create_connection(("127.0.0.1", port), timeout=5)) as sock:
+        sock.sendall(f"GET /?key={KEY} HTTP/1.1\r\n{KEY}\r\n\r\n".encode())
+        assert read_head(sock).startswith(b"HTTP/1.1 400")
     # Keys in query strings and headers of HTTP requests (the access log at debug).
     async with httpx.AsyncClient(timeout=5) as client:
         assert (await client.get(f"{logged_server.url}/api/v1/stats",
@@ -389,9 +414,10 @@ async def test_client_mistakes_leave_no_traceback_no_key_and_at_most_one_warning
     assert "Traceback" not in log
     assert " ERROR " not in log
     assert KEY not in log
-    utf8 = [line for line in warnings_about_clients(log) if "not UTF-8" in line]
-    assert len(utf8) == 1
-    assert warnings_about_clients(log) == utf8  # hang-ups and denials: no WARNING at all
+    warned = warnings_about_clients(log)
+    for mistake in ("not UTF-8", "over 16384 bytes; answered 431", "invalid HTTP request"):
+        assert len([line for line in warned if mistake in line]) == 1, (mistake, warned)
+    assert len(warned) == 3  # hang-ups and denials: no WARNING at all
     per_connection = ("connection open", "connection closed", "connection rejected",
                       '"WebSocket /ws')
     info_lines = [line for line in log.splitlines() if " INFO " in line]
