@@ -162,7 +162,7 @@ async def test_slow_request_heads_are_closed_after_the_header_timeout_while_othe
                 tg.start_soon(one, i < 50)  # 50 dripping heads, 5 silent connections
             await anyio.sleep(0.1)
             tg.start_soon(normal_client)
-    assert len(served) == 6 and max(served) < 0.5  # served meanwhile, without waiting
+    assert len(served) == 6 and max(served) < 1.0  # served meanwhile, without waiting
     margin = 1.5
     for drip, elapsed, answer in results:
         assert HEADER_TIMEOUT - 0.1 < elapsed < HEADER_TIMEOUT + margin, (drip, elapsed)
@@ -284,7 +284,7 @@ def test_an_oversized_ws_frame_is_refused_at_its_header_and_memory_does_not_grow
             # Announces 15 MiB, sends 16 KiB of it.
             sock.sendall(client_frame(0x2, b"\0" * 16384, announced=15 << 20))
             assert close_code(sock) == 1009
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0  # at once: no 15 MiB to wait for
             # The rest is not taken: the server stopped reading this connection.
             with pytest.raises(OSError):
                 for _ in range(256):
