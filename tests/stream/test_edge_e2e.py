@@ -9,6 +9,7 @@ the log: no traceback, no API key, at most one WARNING per misbehaving client.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import resource
@@ -23,11 +24,19 @@ import anyio
 import httpx
 import orjson
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from batcher.events import Event
 from stream.app import create_app
 from stream.services import Limits, Services
+from stream.serving import uvicorn_config
 from stream.settings import Settings
+from stream.web.errors import error_response
 from tests.server_process import ChainwireProcess, free_port
 from tests.stream.live import serving
 
@@ -476,3 +485,38 @@ async def test_an_sse_client_that_stops_reading_is_one_warning_and_a_reset(
     stalled = [r for r in records if r.levelname == "WARNING" and "stopped reading" in
                r.getMessage()]
     assert len(stalled) == 1
+
+
+# -- WS denials under uvicorn: no ERROR line ------------------------------------------------
+
+
+async def deny_by_close(websocket: WebSocket) -> None:
+    await websocket.close(1008)  # before accept: uvicorn answers 403
+
+
+async def deny_by_response(websocket: WebSocket) -> None:
+    await websocket.send_denial_response(error_response(429, "too_many_connections", "no"))
+
+
+@pytest.mark.anyio
+async def test_ws_denials_log_no_error_and_no_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    app = Starlette(routes=[WebSocketRoute("/close", deny_by_close),
+                            WebSocketRoute("/respond", deny_by_response)])
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, lifespan="off"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(10):
+            while not server.started:
+                await anyio.sleep(0.01)
+        for path, status in [("/close", 403), ("/respond", 429)] * 3:
+            with pytest.raises(InvalidStatus) as denied:
+                async with connect(f"ws://127.0.0.1:{port}{path}"):
+                    pass
+            assert denied.value.response.status_code == status
+        await anyio.sleep(0.2)
+        server.should_exit = True
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.levelno == logging.INFO
+                and ("WebSocket" in r.getMessage() or "connection" in r.getMessage())]
