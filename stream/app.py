@@ -27,6 +27,7 @@ from stream.services import Limits, Services, run_services
 from stream.settings import Settings
 from stream.transports.sse import events_endpoint
 from stream.transports.ws import ws_endpoint
+from stream.transports.ws_upgrade import upgrade_required
 from stream.web.auth import ApiKeyMiddleware
 from stream.web.errors import (
     ApiError,
@@ -101,6 +102,7 @@ def create_app(settings: Settings, limits: Limits | None = None, *,
         Route("/healthz", healthz),
         Route("/events", events_endpoint),
         WebSocketRoute("/ws", ws_endpoint),
+        Route("/ws", upgrade_required),  # the same path over plain HTTP: a typed 426
         Route("/metrics", metrics_endpoint),
         *api_routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream import __version__
+from stream.logs import RedactSecrets
 from stream.settings import (
     ConfigError,
     Settings,
@@ -66,6 +67,10 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # uvicorn's loggers get it where records are made (stream.serving); on the handler
+    # too, so no logger of any library can write an API key to stderr.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
 
 
 def _log_effective(settings: Settings) -> None:
@@ -86,6 +91,7 @@ def serve(settings: Settings) -> int:
     config = uvicorn_config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level,
                             ws_compression=settings.ws_compression,
+                            header_timeout=settings.header_timeout,
                             timeout_graceful_shutdown=10)
     server = GracefulServer(config, app)
     server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully

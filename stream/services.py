@@ -54,6 +54,7 @@ class Limits:
     ws_send_timeout: float = 30.0
     sse_ping_seconds: float = 15.0
     sse_retry_ms: int = 2000
+    sse_send_timeout: float = 30.0  # an SSE client that reads nothing this long is reset
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

@@ -3,6 +3,7 @@ benchmarks, so all three measure and test the same server and the same shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from types import FrameType
 from typing import Any
@@ -14,6 +15,9 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from stream.app import end_streams
+from stream.logs import AcceptErrorLimiter, install_log_filters
+from stream.services import Limits
+from stream.transports.uvicorn_http import DEFAULT_HEADER_TIMEOUT, EdgeH11Protocol
 from stream.transports.uvicorn_ws import BulkWriteWebSocketProtocol
 
 __all__ = ["STREAM_GOODBYE_SECONDS", "GracefulServer", "uvicorn_config"]
@@ -22,14 +26,24 @@ __all__ = ["STREAM_GOODBYE_SECONDS", "GracefulServer", "uvicorn_config"]
 STREAM_GOODBYE_SECONDS = 2.0
 
 
+#: uvicorn refuses a WebSocket frame over this at its header (close 1009), before it
+#: buffers the payload (uvicorn's own default is 16 MiB): the WS message limit.
+WS_MAX_MESSAGE_BYTES = Limits().ws_max_message_bytes
+
+
 def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info",
-                   ws_compression: bool = False, **overrides: Any) -> uvicorn.Config:
+                   ws_compression: bool = False,
+                   header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+                   ws_max_message_bytes: int = WS_MAX_MESSAGE_BYTES,
+                   **overrides: Any) -> uvicorn.Config:
     """uvicorn's settings for Chainwire; ``overrides`` go to ``uvicorn.Config`` as is.
 
     ``ws_compression`` off by default: permessage-deflate compresses every frame once per
     client (each has its own zlib context), which at fan-out scale costs more CPU than
-    everything else a delivery does.
+    everything else a delivery does. ``header_timeout``: seconds a client has to send a
+    request head (``EdgeH11Protocol``).
     """
+    install_log_filters()
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -37,7 +51,9 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info
         "log_level": log_level,
         "access_log": log_level == "debug",
         "lifespan": "on",
+        "http": EdgeH11Protocol.configured(header_timeout=header_timeout),
         "ws": BulkWriteWebSocketProtocol,
+        "ws_max_size": ws_max_message_bytes,
         "ws_per_message_deflate": ws_compression,
         "backlog": 4096,
         "server_header": False,  # no "server: uvicorn": nothing to fingerprint
@@ -73,6 +89,16 @@ class GracefulServer(uvicorn.Server):
         # process would exit 130/143. A shutdown we completed cleanly exits 0 instead.
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # Out of file descriptors, asyncio would log a traceback per failed accept().
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptErrorLimiter(previous))
+        try:
+            await super().serve(sockets)
+        finally:
+            loop.set_exception_handler(previous)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for listener in getattr(self, "servers", []):  # set by startup()

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         "bandwidth, but every frame is compressed once per client (CPU at fan-out scale)",
         json_schema_extra={"expect": "true or false"},
     )
+    header_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="seconds a client has to send a whole request head (slowloris guard); "
+        "a connection still short of it then is closed (408)",
+        json_schema_extra={"expect": "a number of seconds above 0 (at most 300)"},
+    )
     host: str = Field(
         "127.0.0.1", min_length=1,
         description="address to listen on (--host overrides)",

@@ -121,7 +121,7 @@ async def events_endpoint(request: Request) -> Response:
     return EventSourceResponse(
         _holding(services, addresses, stream()),
         ping=services.limits.sse_ping_seconds,
-        send_timeout=30,
+        send_timeout=services.limits.sse_send_timeout,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

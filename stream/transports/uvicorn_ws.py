@@ -17,6 +17,7 @@ It relies on uvicorn's ``WebSocketsSansIOProtocol`` attributes (``conn``, ``tran
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
@@ -25,6 +26,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 
 __all__ = ["BulkWriteWebSocketProtocol"]
+
+logger = logging.getLogger(__name__)
 
 
 class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -49,6 +52,10 @@ class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
                 await app(scope, receive, send)
             finally:
                 self._flush()
+            if self.initial_response is not None and self.close_sent:
+                # A denial (429, 401, 403...) answered the handshake: uvicorn would log
+                # "returned without completing handshake" at ERROR for each one.
+                self.handshake_complete = True
 
         self.app = app_then_flush
         await super().run_asgi()
@@ -89,6 +96,20 @@ class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
             self._flush()
         elif self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:  # decoded twice (here and by uvicorn): client messages are small
+                (self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)).decode()
+            except UnicodeDecodeError:
+                # uvicorn logs a traceback for it: a client's mistake is one WARNING.
+                logger.warning("WS client %s sent a text frame that is not UTF-8; closed (1007)",
+                               self.client[0] if self.client else "?")
+                self.frames = []
+                self.conn.fail(1007, "invalid UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
