@@ -86,6 +86,7 @@ def serve(settings: Settings) -> int:
     config = uvicorn_config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level,
                             ws_compression=settings.ws_compression,
+                            trusted_proxies=settings.trusted_proxies,
                             timeout_graceful_shutdown=10)
     server = GracefulServer(config, app)
     server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully

@@ -28,10 +28,12 @@ from batcher.window import WindowLimits
 from stream.electrum import ServerPool
 from stream.electrum.validate import canonical_address
 from stream.fanout.hub import Hub
+from stream.fanout.replays import ReplayGate
 from stream.metrics import ChainwireCollector, MeteredSink
 from stream.producers.sink import BatcherSink, CommitTracker, TeeSink
 from stream.producers.supervisor import Producers
 from stream.settings import Settings
+from stream.transports.admission import Admission
 
 __all__ = ["Limits", "Services", "run_services"]
 
@@ -40,12 +42,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-client limits of the streaming endpoints."""
+    """Limits of the streaming endpoints; each field is the setting of the same name
+    (``CHAINWIRE_CLIENT_BUFFER``...), built by ``from_settings``."""
 
     client_buffer: int = 1000
+    client_buffer_bytes: int = 8 * 1024 * 1024
     ws_max_addresses: int = 1000
     ws_max_message_bytes: int = 64 * 1024
     max_connections_per_ip: int = 100
+    max_connections: int = 10_000
+    max_replays: int = 8
     ws_max_errors: int = 50
     ws_send_timeout: float = 30.0
     sse_ping_seconds: float = 15.0
@@ -56,6 +62,14 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The one place settings become limits: every field from its namesake."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        return " ".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__)
 
 
 @dataclass
@@ -70,8 +84,21 @@ class Services:
     metrics_registry: CollectorRegistry
     producers: Producers
     limits: Limits = field(default_factory=Limits)
-    connections_by_ip: dict[str, int] = field(default_factory=dict)
     shutting_down: anyio.Event = field(default_factory=anyio.Event)
+    # Both derived from `limits`: SSE and WS connections counted together, and the
+    # replays reading the store at once.
+    admission: Admission = field(init=False)
+    replays: ReplayGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(max_per_ip=self.limits.max_connections_per_ip,
+                                   max_total=self.limits.max_connections)
+        self.replays = ReplayGate(self.limits.max_replays)
+
+    @property
+    def connections_by_ip(self) -> dict[str, int]:
+        """Open stream connections (SSE and WS) by client IP."""
+        return self.admission.by_ip
 
     # The endpoints' seams: each reads the store through the narrowest view it needs, so
     # a node that is not the leader can serve them from a follower of the batch log.
@@ -111,7 +138,8 @@ class Services:
 
     def stats(self) -> dict[str, Any]:
         return {"pool": self.pool.stats(), "batcher": self.runner.stats(),
-                "hub": self.hub.stats(), "producers": self.producers.stats()}
+                "hub": self.hub.stats(), "producers": self.producers.stats(),
+                "connections": self.admission.stats(), "replays": self.replays.stats()}
 
 
 #: Blocks and reorgs are rare and urgent, and must reach the store before the address
@@ -131,9 +159,10 @@ def batcher_config(settings: Settings) -> BatcherConfig:
 @asynccontextmanager
 async def run_services(settings: Settings, limits: Limits | None = None, *,
                        producers: bool = True) -> AsyncIterator[Services]:
-    limits = limits or Limits()
+    limits = limits or Limits.from_settings(settings)
+    logger.info("stream limits: %s", limits.describe())
     store = open_store(settings.database_url)
-    hub = Hub(buffer_size=limits.client_buffer)
+    hub = Hub(buffer_size=limits.client_buffer, buffer_bytes=limits.client_buffer_bytes)
     registry = CollectorRegistry()
     async with store, ServerPool(settings.effective_servers, network=settings.network) as pool:
         commits = CommitTracker()

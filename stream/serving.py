@@ -4,6 +4,7 @@ benchmarks, so all three measure and test the same server and the same shutdown.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -23,8 +24,14 @@ STREAM_GOODBYE_SECONDS = 2.0
 
 
 def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info",
-                   ws_compression: bool = False, **overrides: Any) -> uvicorn.Config:
+                   ws_compression: bool = False, trusted_proxies: Sequence[str] = (),
+                   **overrides: Any) -> uvicorn.Config:
     """uvicorn's settings for Chainwire; ``overrides`` go to ``uvicorn.Config`` as is.
+
+    ``trusted_proxies`` (IPs/CIDRs, ``CHAINWIRE_TRUSTED_PROXIES``): only a peer in them
+    may set the client IP with ``X-Forwarded-For``. None by default: uvicorn's own default
+    believes 127.0.0.1 (and ``$FORWARDED_ALLOW_IPS``), so any local process could spoof
+    its way past the per-IP cap.
 
     ``ws_compression`` off by default: permessage-deflate compresses every frame once per
     client (each has its own zlib context), which at fan-out scale costs more CPU than
@@ -40,6 +47,8 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info
         "ws": BulkWriteWebSocketProtocol,
         "ws_per_message_deflate": ws_compression,
         "backlog": 4096,
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies),
         **overrides,
     }
     return uvicorn.Config(app, **options)

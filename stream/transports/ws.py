@@ -5,7 +5,8 @@ addresses, min_sats, resume_from) and receives ``batch`` messages. Recoverable e
 answer ``{"op":"error",...}`` and keep the connection. Close codes:
 
 - 1001 the server is shutting down (reconnect and resume);
-- 1008 policy: too many connections from one IP, or too many errors;
+- 1008 policy: too many errors (too many connections are refused before the
+  handshake: HTTP 429 from one IP, 503 when the server is full);
 - 1009 a message over the size limit;
 - 4008 the client fell behind; the reason names the last delivered seq
   (``"slow client; resume_from=1234"``) so it can resume without loss.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import aclosing
 
 import anyio
 import anyio.abc
@@ -31,6 +33,7 @@ from stream import __version__
 from stream.fanout.hub import HubClosed, Subscriber
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
+from stream.transports.admission import Refusal, refusal_response
 from stream.transports.ws_session import (
     CLOSE_SLOW_CLIENT,
     Action,
@@ -42,7 +45,6 @@ from stream.transports.ws_session import (
     Watch,
     WsSession,
 )
-from stream.web.errors import error_response
 
 __all__ = ["CLOSE_SLOW_CLIENT", "PeerGone", "ws_endpoint"]
 
@@ -203,16 +205,19 @@ class _Connection:
         cursor = self.cursor
         with scope:
             try:
-                async for item in replay_then_live(self.services.batches, subscriber, after,
-                                                   cursor, epoch=epoch):
-                    if isinstance(item, Gap):
-                        await self.send_texts(
-                            [orjson.dumps({"op": "gap", **item.to_dict()}).decode()])
-                    else:
-                        # One frame per batch, encoded once by the hub for every client;
-                        # what piled up while this client waited goes out under one lock.
-                        await self.send_texts([message.ws_text for message in item])
-                        cursor.seq = item[-1].seq
+                # Closed on the way out, so a replay page's slot is freed at once.
+                async with aclosing(replay_then_live(
+                        self.services.batches, subscriber, after, cursor, epoch=epoch,
+                        gate=self.services.replays)) as items:
+                    async for item in items:
+                        if isinstance(item, Gap):
+                            await self.send_texts(
+                                [orjson.dumps({"op": "gap", **item.to_dict()}).decode()])
+                        else:
+                            # One frame per batch, encoded once by the hub for every
+                            # client; what piled up while it waited goes out under one lock.
+                            await self.send_texts([message.ws_text for message in item])
+                            cursor.seq = item[-1].seq
             except PeerGone:
                 self.session.peer_gone()  # gone: let it go
                 return
@@ -227,19 +232,15 @@ class _Connection:
 
 async def ws_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
-    ip = websocket.client.host if websocket.client else "?"
-    per_ip = services.connections_by_ip
-    if per_ip.get(ip, 0) >= services.limits.max_connections_per_ip:
-        await websocket.send_denial_response(error_response(
-            429, "too_many_connections",
-            f"at most {services.limits.max_connections_per_ip} connections per client IP"))
+    admission = services.admission
+    # Refused before the handshake: an HTTP 429/503 with the typed error body.
+    ticket = admission.admit(websocket.client.host if websocket.client else "?")
+    if isinstance(ticket, Refusal):
+        await websocket.send_denial_response(refusal_response(admission, ticket))
         return
-    per_ip[ip] = per_ip.get(ip, 0) + 1
     try:
         await websocket.accept()
         connection = _Connection(websocket, services)
         await connection.run()
     finally:
-        per_ip[ip] -= 1
-        if not per_ip[ip]:
-            del per_ip[ip]
+        ticket.release()
