@@ -46,7 +46,7 @@ class Limits:
     (``CHAINWIRE_CLIENT_BUFFER``...), built by ``from_settings``."""
 
     client_buffer: int = 1000
-    client_buffer_bytes: int = 8 * 1024 * 1024
+    client_buffer_bytes: int = 16 * 1024 * 1024
     ws_max_addresses: int = 1000
     ws_max_message_bytes: int = 64 * 1024
     max_connections_per_ip: int = 100

@@ -134,8 +134,8 @@ class Settings(BaseSettings):
     # Stream limits: each is the `Limits` field of the same name (Limits.from_settings).
     client_buffer: int = _positive(1000, "batches buffered for a client that is not "
                                    "reading; past it the client is cut with its resume point")
-    client_buffer_bytes: int = _positive(8 * 1024 * 1024, "... or this many bytes of "
-                                         "encoded batches, whichever comes first")
+    client_buffer_bytes: int = _positive(16 * 1024 * 1024, "... or this many bytes of "
+                                         "batch JSON, whichever comes first")
     ws_max_addresses: int = _positive(1000, "addresses one WebSocket connection may name")
     ws_max_message_bytes: int = _positive(64 * 1024, "largest WebSocket message accepted")
     max_connections_per_ip: int = _positive(100, "open streams (SSE and WS together) per "

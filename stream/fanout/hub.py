@@ -61,8 +61,9 @@ class Message:
 
     @property
     def nbytes(self) -> int:
-        """What holding this message pins: its three encoded forms."""
-        return len(self.payload) + len(self.sse_frame) + len(self.ws_text)
+        """The batch JSON's size: what a client's byte bound counts (the SSE and WS
+        forms are held too, so memory is about three times this)."""
+        return len(self.payload)
 
 
 class HubClosed(Exception):
