@@ -230,6 +230,10 @@ def test_chainwire_serve_takes_the_caps_and_trusted_proxies_from_the_environment
     assert "CHAINWIRE_TRUSTED_PROXIES=127.0.0.2" in log
 
 
+async def hang_up(client: httpx.Response | ClientConnection) -> None:
+    await (client.aclose() if isinstance(client, httpx.Response) else client.close())
+
+
 class _HeldStore:
     """Holds every replay read until ``release`` is set, counting reads in flight."""
 
@@ -326,3 +330,39 @@ async def test_a_client_that_stops_reading_is_cut_at_its_byte_bound(
                                        "resume_from": resume_from}).decode())
         rest = await ws_batches(again, 100 - resume_from)
         assert [b["seq"] for b in rest] == list(range(resume_from + 1, 101))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_a_resumer_that_hangs_up_frees_its_replay_slot_for_the_next(
+    electrumx_servers: list[ElectrumXServer], monkeypatch: pytest.MonkeyPatch, transport: str,
+) -> None:
+    async with live_server(electrumx_servers, Limits(max_replays=1), window_events=1) as live, \
+            StreamClients(live) as clients:
+        await live.emit(block_event(1))
+        await until(lambda: live.services.hub.last_seq >= 1)
+        held = _HeldStore(live.services.store.batches_after)
+        monkeypatch.setattr(live.services.store, "batches_after", held.batches_after)
+        gate = live.services.replays
+
+        async def resumer() -> httpx.Response | ClientConnection:
+            if transport == "sse":
+                return await clients.open_sse(headers={"Last-Event-ID": "0"})
+            bot = await clients.open_ws()
+            await bot.send('{"op":"subscribe","resume_from":0}')
+            return bot
+
+        first = await resumer()
+        await until(lambda: gate.active == 1)
+        second = await resumer()
+        await until(lambda: gate.waiting == 1)
+        await hang_up(first)  # the one replaying: the waiting one takes its slot
+        await until(lambda: (gate.active, gate.waiting, gate.pages) == (1, 0, 2))
+        await hang_up(second)
+        await until(lambda: (gate.active, gate.waiting) == (0, 0))
+        assert held.in_flight == 0 and gate.pages == 2 and held.most_in_flight == 1
+        third = await resumer()  # and the gate still works
+        held.release.set()
+        if isinstance(third, ClientConnection):
+            assert [b["seq"] for b in await ws_batches(third, 1)] == [1]
+        await until(lambda: gate.active == 0 and gate.pages == 3)
