@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -65,22 +64,6 @@ def _resume_point(request: Request) -> int | None:
     return int(raw)
 
 
-class _AdmittedStream(EventSourceResponse):
-    """The SSE response, holding the client's connection slot until it is over: however
-    it ends (a disconnect, a send timeout, the hub's cut, shutdown, even a body that
-    never started), the slot is given back once."""
-
-    def __init__(self, ticket: Ticket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ticket = ticket
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._ticket.release()
-
-
 async def events_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services
     client_filter = filter_from_query(request, services)
@@ -89,64 +72,73 @@ async def events_endpoint(request: Request) -> Response:
         raise ApiError(503, "unavailable", "server is shutting down; retry shortly")
     if request.method == "HEAD":
         return Response(media_type="text/event-stream")
-    # Counted before anything is spent on the client (the watch list, a subscription).
-    admission = services.admission
-    ticket = admission.admit(request.client.host if request.client else "?")
-    if isinstance(ticket, Refusal):
-        return refusal_response(admission, ticket)
-    try:
-        if client_filter.addresses:
-            await services.watch(client_filter.addresses)
-        return _AdmittedStream(
-            ticket,
-            _stream(request, services, client_filter, after),
-            ping=services.limits.sse_ping_seconds,
-            send_timeout=30,
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-    except BaseException:
-        ticket.release()
-        raise
-
-
-async def _stream(request: Request, services: Services, client_filter: ClientFilter,
-                  after: int | None) -> AsyncIterator[ServerSentEvent | bytes]:
+    if client_filter.addresses:
+        await services.watch(client_filter.addresses)
     retry_ms = services.limits.sse_retry_ms
-    # Subscribed here, inside the body, so a client that never reads the body (an early
-    # disconnect) leaves nothing behind; still before the store is read.
-    try:
-        subscriber = services.hub.subscribe("sse", client_filter)
-    except HubClosed:
-        return  # shutting down: the retry hint below was never sent, EventSource retries
-    cursor = Cursor(services.hub.last_seq)
-    try:
-        # An id-only message: EventSource records it as Last-Event-ID without firing
-        # an event, so even a client whose filter has matched nothing yet resumes
-        # from the right place.
-        yield ServerSentEvent(id=str(after if after is not None else cursor.seq),
-                              comment="chainwire", retry=retry_ms)
-        # Closed on the way out, so a replay page's slot is freed at once.
-        async with aclosing(replay_then_live(services.batches, subscriber, after, cursor,
-                                             gate=services.replays)) as items:
+
+    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
+        # Subscribed here, inside the body, so a client that never reads the body (HEAD,
+        # an early disconnect) leaves nothing behind; still before the store is read.
+        try:
+            subscriber = services.hub.subscribe("sse", client_filter)
+        except HubClosed:
+            return  # shutting down: the retry hint below was never sent, EventSource retries
+        cursor = Cursor(services.hub.last_seq)
+        items = replay_then_live(services.batches, subscriber, after, cursor,
+                                 gate=services.replays)
+        try:
+            # An id-only message: EventSource records it as Last-Event-ID without firing
+            # an event, so even a client whose filter has matched nothing yet resumes
+            # from the right place.
+            yield ServerSentEvent(id=str(after if after is not None else cursor.seq),
+                                  comment="chainwire", retry=retry_ms)
             async for item in items:
                 if isinstance(item, Gap):
-                    yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(),
-                                          event="gap")
+                    yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
                 else:
                     # Frames the hub encoded once for every client; whatever piled up
                     # while this client waited for its turn goes out in one write.
                     yield item[0].sse_frame if len(item) == 1 else b"".join(
                         message.sse_frame for message in item)
                     cursor.seq = item[-1].seq
-        # The hub ended this stream: slow client or shutdown. EventSource comes back
-        # after `retry` ms with Last-Event-ID and replay fills in what it missed.
-        if subscriber.reason is DisconnectReason.SLOW_CLIENT:
-            logger.info("SSE client %s fell behind at seq %d; ended its stream to resume",
-                        request.client.host if request.client else "?", cursor.seq)
-        yield ServerSentEvent(id=str(cursor.seq), comment=f"end: {_reason(subscriber.reason)}",
-                              retry=retry_ms)
-    finally:
-        subscriber.close()
+            # The hub ended this stream: slow client or shutdown. EventSource comes back
+            # after `retry` ms with Last-Event-ID and replay fills in what it missed.
+            if subscriber.reason is DisconnectReason.SLOW_CLIENT:
+                logger.info("SSE client %s fell behind at seq %d; ended its stream to resume",
+                            request.client.host if request.client else "?", cursor.seq)
+            yield ServerSentEvent(id=str(cursor.seq), comment=f"end: {_reason(subscriber.reason)}",
+                                  retry=retry_ms)
+        finally:
+            await items.aclose()  # frees its replay slot now, not when it is collected
+            subscriber.close()
+
+    # Counted last, so nothing above can fail holding a slot; before the stream starts.
+    ticket = services.admission.admit(request.client.host if request.client else "?")
+    if isinstance(ticket, Refusal):
+        return refusal_response(services.admission, ticket)
+    return _AdmittedStream(
+        stream(),
+        ping=services.limits.sse_ping_seconds,
+        send_timeout=30,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        ticket=ticket,
+    )
+
+
+class _AdmittedStream(EventSourceResponse):
+    """The SSE response, holding the client's connection slot until it is over: however
+    it ends (a disconnect, a send timeout, the hub's cut, shutdown, even a body that
+    never started), the slot is given back once."""
+
+    def __init__(self, *args: Any, ticket: Ticket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ticket.release()
 
 
 def _reason(reason: DisconnectReason | None) -> str:

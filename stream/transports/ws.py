@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import aclosing
 
 import anyio
 import anyio.abc
@@ -203,21 +202,19 @@ class _Connection:
     async def feed(self, subscriber: Subscriber, after: int | None, epoch: str | None,
                    scope: anyio.CancelScope) -> None:
         cursor = self.cursor
+        items = replay_then_live(self.services.batches, subscriber, after, cursor, epoch=epoch,
+                                 gate=self.services.replays)
         with scope:
             try:
-                # Closed on the way out, so a replay page's slot is freed at once.
-                async with aclosing(replay_then_live(
-                        self.services.batches, subscriber, after, cursor, epoch=epoch,
-                        gate=self.services.replays)) as items:
-                    async for item in items:
-                        if isinstance(item, Gap):
-                            await self.send_texts(
-                                [orjson.dumps({"op": "gap", **item.to_dict()}).decode()])
-                        else:
-                            # One frame per batch, encoded once by the hub for every
-                            # client; what piled up while it waited goes out under one lock.
-                            await self.send_texts([message.ws_text for message in item])
-                            cursor.seq = item[-1].seq
+                async for item in items:
+                    if isinstance(item, Gap):
+                        await self.send_texts(
+                            [orjson.dumps({"op": "gap", **item.to_dict()}).decode()])
+                    else:
+                        # One frame per batch, encoded once by the hub for every client;
+                        # what piled up while this client waited goes out under one lock.
+                        await self.send_texts([message.ws_text for message in item])
+                        cursor.seq = item[-1].seq
             except PeerGone:
                 self.session.peer_gone()  # gone: let it go
                 return
@@ -226,6 +223,7 @@ class _Connection:
                 await self.perform(self.session.stream_failed(cursor.seq))
                 return
             finally:
+                await items.aclose()  # frees its replay slot now, not when it is collected
                 subscriber.close()
             # The hub ended the feed: the session says goodbye, and everything stops.
             await self.perform(self.session.stream_ended(subscriber.reason, cursor.seq))
