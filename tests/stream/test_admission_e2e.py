@@ -63,6 +63,9 @@ async def test_the_101st_connection_from_one_ip_is_refused_sse_or_ws_and_others_
         assert seen["refused"] == {"too_many_connections": 2, "server_full": 0}
         async with httpx.AsyncClient(base_url=live.http) as http:  # what an operator sees
             stats = (await http.get("/api/v1/stats")).json()
+            metrics = (await http.get("/metrics")).text
+        assert "chainwire_connections 102.0" in metrics
+        assert 'chainwire_connections_refused_total{reason="too_many_connections"} 2.0' in metrics
         assert stats["connections"]["total"] == 102
         assert {"ip": "127.0.0.2", "connections": 1} in stats["connections"]["top_ips"]
         await clients.aclose()  # every client hangs up
