@@ -92,6 +92,8 @@ def serve(settings: Settings) -> int:
                             log_level=settings.log_level,
                             ws_compression=settings.ws_compression,
                             header_timeout=settings.header_timeout,
+                            trusted_proxies=settings.trusted_proxies,
+                            ws_max_message_bytes=settings.ws_max_message_bytes,
                             timeout_graceful_shutdown=10)
     server = GracefulServer(config, app)
     server.run()  # installs SIGINT/SIGTERM handlers and shuts down gracefully

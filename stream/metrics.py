@@ -58,6 +58,21 @@ class ChainwireCollector(Collector):
         yield from _hub_metrics(stats["hub"])
         yield from _batcher_metrics(stats["batcher"])
         yield from _pool_metrics(self._pool())
+        yield from _connection_metrics(stats["connections"], stats["replays"])
+
+
+def _connection_metrics(connections: dict[str, Any], replays: dict[str, Any]
+                        ) -> Iterator[Metric]:
+    yield GaugeMetricFamily("chainwire_connections", "Open stream connections (SSE and WS)",
+                            value=connections["total"])
+    refused = CounterMetricFamily("chainwire_connections_refused", "Stream connections "
+                                  "refused past a cap, by reason", labels=["reason"])
+    for reason, count in connections["refused"].items():
+        refused.add_metric([reason], count)
+    yield refused
+    for state in ("active", "waiting"):
+        yield GaugeMetricFamily(f"chainwire_replays_{state}",
+                                f"Replays {state} (CHAINWIRE_MAX_REPLAYS)", value=replays[state])
 
 
 def _hub_metrics(hub: dict[str, Any]) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import anyio
@@ -30,10 +31,12 @@ from batcher.window import WindowLimits
 from stream.electrum import ServerPool
 from stream.electrum.validate import canonical_address
 from stream.fanout.hub import Hub
+from stream.fanout.replays import ReplayGate
 from stream.metrics import ChainwireCollector, MeteredSink
 from stream.producers.sink import BatcherSink, CommitTracker, TeeSink
 from stream.producers.supervisor import Producers
 from stream.settings import Settings
+from stream.transports.admission import Admission
 from stream.watching import Watching
 
 __all__ = ["Limits", "Services", "run_services"]
@@ -43,13 +46,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-client limits of the streaming endpoints."""
+    """Limits of the streaming endpoints; each field is the setting of the same name
+    (``CHAINWIRE_CLIENT_BUFFER``...), built by ``from_settings``."""
 
     client_buffer: int = 1000
+    client_buffer_bytes: int = 16 * 1024 * 1024
     ws_max_addresses: int = 1000
     sse_max_addresses: int = 1000
     ws_max_message_bytes: int = 64 * 1024
     max_connections_per_ip: int = 100
+    max_connections: int = 10_000
+    max_replays: int = 8
     ws_max_errors: int = 50
     ws_send_timeout: float = 30.0
     sse_ping_seconds: float = 15.0
@@ -64,6 +71,18 @@ class Limits:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The one place settings become limits: every field from its namesake (a field
+        with no setting keeps its default; tests/stream/test_admission_rules.py fails
+        until it has one)."""
+        known = type(settings).model_fields
+        return cls(**{name: getattr(settings, name)
+                      for name in cls.__dataclass_fields__ if name in known})
+
+    def describe(self) -> str:
+        return " ".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__)
+
 
 @dataclass
 class Services:
@@ -77,7 +96,6 @@ class Services:
     metrics_registry: CollectorRegistry
     producers: Producers
     limits: Limits = field(default_factory=Limits)
-    connections_by_ip: dict[str, int] = field(default_factory=dict)
     shutting_down: anyio.Event = field(default_factory=anyio.Event)
     lease_clock: Callable[[], float] = time.monotonic
     watching: Watching = field(init=False)
@@ -137,7 +155,24 @@ class Services:
     def stats(self) -> dict[str, Any]:
         return {"pool": self.pool.stats(), "batcher": self.runner.stats(),
                 "hub": self.hub.stats(), "producers": self.producers.stats(),
-                "watch": self.watching.stats()}
+                "watch": self.watching.stats(), "connections": self.admission.stats(),
+                "replays": self.replays.stats()}
+
+    # Both built from `limits` on first use: the connection accounting (SSE and WS
+    # together) and the replays reading the store at once.
+    @cached_property
+    def admission(self) -> Admission:
+        return Admission(max_per_ip=self.limits.max_connections_per_ip,
+                         max_total=self.limits.max_connections)
+
+    @cached_property
+    def replays(self) -> ReplayGate:
+        return ReplayGate(self.limits.max_replays)
+
+    @property
+    def connections_by_ip(self) -> dict[str, int]:
+        """Open stream connections (SSE and WS) by client IP."""
+        return self.admission.by_ip
 
 
 #: Blocks and reorgs are rare and urgent, and must reach the store before the address
@@ -177,9 +212,10 @@ async def run_services(settings: Settings, limits: Limits | None = None, *,
                        producers: bool = True,
                        lease_clock: Callable[[], float] | None = None,
                        ) -> AsyncIterator[Services]:
-    limits = limits or Limits()
+    limits = limits or Limits.from_settings(settings)
+    logger.info("stream limits: %s", limits.describe())
     store = open_store(settings.database_url)
-    hub = Hub(buffer_size=limits.client_buffer)
+    hub = Hub(buffer_size=limits.client_buffer, buffer_bytes=limits.client_buffer_bytes)
     registry = CollectorRegistry()
     async with store, ServerPool(settings.effective_servers, network=settings.network) as pool:
         # Nothing is published yet: a stream opened now starts at the stored seq, not at 0.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -35,8 +36,14 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info
                    ws_compression: bool = False,
                    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
                    ws_max_message_bytes: int = WS_MAX_MESSAGE_BYTES,
+                   trusted_proxies: Sequence[str] = (),
                    **overrides: Any) -> uvicorn.Config:
     """uvicorn's settings for Chainwire; ``overrides`` go to ``uvicorn.Config`` as is.
+
+    ``trusted_proxies`` (IPs/CIDRs, ``CHAINWIRE_TRUSTED_PROXIES``): only a peer in them
+    may set the client IP with ``X-Forwarded-For``. None by default: uvicorn's own default
+    believes 127.0.0.1 (and ``$FORWARDED_ALLOW_IPS``), so any local process could spoof
+    its way past the per-IP cap.
 
     ``ws_compression`` off by default: permessage-deflate compresses every frame once per
     client (each has its own zlib context), which at fan-out scale costs more CPU than
@@ -57,6 +64,8 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str = "info
         "ws_per_message_deflate": ws_compression,
         "backlog": 4096,
         "server_header": False,  # no "server: uvicorn": nothing to fingerprint
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies),
         **overrides,
     }
     return uvicorn.Config(app, **options)

@@ -7,6 +7,7 @@ names the variable and what it expected (``load_settings`` raises ``ConfigError`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,12 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def _positive(default: float, description: str, unit: str = "integer") -> Any:
+    """A stream limit (``stream.services.Limits`` has a field of the same name)."""
+    return Field(default, gt=0, description=description,
+                 json_schema_extra={"expect": f"a positive {unit}"})
 
 
 class ConfigError(Exception):
@@ -157,6 +164,35 @@ class Settings(BaseSettings):
         "a connection still short of it then is closed (408)",
         json_schema_extra={"expect": "a number of seconds above 0 (at most 300)"},
     )
+    # Stream limits: each is the `Limits` field of the same name (Limits.from_settings).
+    client_buffer: int = _positive(1000, "batches buffered for a client that is not "
+                                   "reading; past it the client is cut with its resume point")
+    client_buffer_bytes: int = _positive(16 * 1024 * 1024, "... or this many bytes of "
+                                         "batch JSON, whichever comes first")
+    ws_max_addresses: int = _positive(1000, "addresses one WebSocket connection may name")
+    ws_max_message_bytes: int = _positive(64 * 1024, "largest WebSocket message accepted")
+    max_connections_per_ip: int = _positive(100, "open streams (SSE and WS together) per "
+                                            "client IP; more get HTTP 429")
+    max_connections: int = _positive(10_000, "open streams in total; more get HTTP 503")
+    max_replays: int = _positive(8, "resumes that read the store at once; the others "
+                                 "wait their turn")
+    ws_max_errors: int = _positive(50, "bad WebSocket messages before the server closes "
+                                   "the connection (1008)")
+    ws_send_timeout: float = _positive(30.0, "seconds a WebSocket client may stop reading "
+                                       "before it is let go", "number (seconds)")
+    sse_ping_seconds: float = _positive(15.0, "seconds between SSE keep-alive comments",
+                                        "number (seconds)")
+    sse_retry_ms: int = _positive(2000, "SSE retry hint: how soon EventSource reconnects")
+    sse_send_timeout: float = _positive(30.0, "seconds an SSE client may read nothing "
+                                        "before its stream is reset", "number (seconds)")
+    sse_max_addresses: int = _positive(1000, "address= parameters one SSE request may "
+                                       "name; more get HTTP 400")
+    trusted_proxies: CommaList = Field(
+        (),
+        description="comma-separated IPs/CIDRs of proxies whose X-Forwarded-For is "
+        "believed (the client IP for the caps and logs); empty: nobody's",
+        json_schema_extra={"expect": "a comma-separated list of IP addresses or CIDRs"},
+    )
     host: str = Field(
         "127.0.0.1", min_length=1,
         description="address to listen on (--host overrides)",
@@ -174,7 +210,7 @@ class Settings(BaseSettings):
         json_schema_extra={"expect": "one of debug, info, warning, error"},
     )
 
-    @field_validator("servers", "watch", "api_keys", mode="before")
+    @field_validator("servers", "watch", "api_keys", "trusted_proxies", mode="before")
     @classmethod
     def _comma_lists(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -211,6 +247,17 @@ class Settings(BaseSettings):
                 parse_server(url)
             except ValueError:
                 raise ValueError(url) from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Strict, as uvicorn parses them: "10.0.0.1/8" would silently trust nobody there.
+        for item in value:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(item) from None
         return value
 
     @field_validator("database_url")

@@ -59,6 +59,12 @@ class Message:
         ws_text = (_WS_BATCH_PREFIX + payload[1:]).decode()
         return cls(batch.seq, batch.type, batch.count, payload, sse_frame, ws_text)
 
+    @property
+    def nbytes(self) -> int:
+        """The batch JSON's size: what a client's byte bound counts (the SSE and WS
+        forms are held too, so memory is about three times this)."""
+        return len(self.payload)
+
 
 class HubClosed(Exception):
     """The hub is closed (the server is shutting down): nobody new can subscribe.
@@ -92,12 +98,16 @@ class Subscriber:
     """
 
     def __init__(self, hub: Hub, transport: str, client_filter: ClientFilter,
-                 buffer_size: int) -> None:
+                 buffer_size: int, buffer_bytes: int | None = None) -> None:
         self._hub = hub
         self.transport = transport
         self.filter = client_filter
         self._buffer: deque[Message] = deque()
         self._buffer_size = buffer_size
+        # Batches vary in size (a tx.large with many outputs): bound the bytes too. One
+        # message always fits an empty buffer, or a batch over the bound would cut all.
+        self._buffer_bytes = buffer_bytes
+        self._buffered_bytes = 0
         self._wakeup: anyio.Event | None = None
         self.reason: DisconnectReason | None = None
         self.delivered = 0  # messages offered to this client's buffer
@@ -110,9 +120,12 @@ class Subscriber:
     def _offer(self, message: Message) -> bool:
         if self.reason is not None:
             return False
-        if len(self._buffer) >= self._buffer_size:
+        if len(self._buffer) >= self._buffer_size or (
+                self._buffer_bytes is not None and self._buffer
+                and self._buffered_bytes + message.nbytes > self._buffer_bytes):
             self._end(DisconnectReason.SLOW_CLIENT)
             return False
+        self._buffered_bytes += message.nbytes
         self._buffer.append(message)
         self.delivered += 1
         self._wake()
@@ -129,6 +142,7 @@ class Subscriber:
             self.reason = reason
         if reason is not DisconnectReason.SHUTDOWN:
             self._buffer.clear()  # nothing more will be sent: free it now
+            self._buffered_bytes = 0
         self._wake()
 
     def set_filter(self, client_filter: ClientFilter) -> None:
@@ -154,8 +168,11 @@ class Subscriber:
         if len(buffer) <= max_messages:
             messages = list(buffer)
             buffer.clear()
+            self._buffered_bytes = 0
             return messages
-        return [buffer.popleft() for _ in range(max_messages)]
+        messages = [buffer.popleft() for _ in range(max_messages)]
+        self._buffered_bytes -= sum(message.nbytes for message in messages)
+        return messages
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         while messages := await self.receive():
@@ -176,10 +193,13 @@ class Hub:
     publish is a few attribute reads and a wake-up.
     """
 
-    def __init__(self, *, buffer_size: int = 1000) -> None:
+    def __init__(self, *, buffer_size: int = 1000, buffer_bytes: int | None = None) -> None:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
+        if buffer_bytes is not None and buffer_bytes < 1:
+            raise ValueError(f"buffer_bytes must be at least 1, got {buffer_bytes}")
         self.buffer_size = buffer_size
+        self.buffer_bytes = buffer_bytes
         self.state = HubState.OPEN
         self._subscribers: set[Subscriber] = set()
         self._groups: dict[ClientFilter, set[Subscriber]] = {}
@@ -194,7 +214,8 @@ class Hub:
         """A new live feed for one client; raises ``HubClosed`` once ``close()`` ran."""
         if self.state is HubState.CLOSED:
             raise HubClosed("cannot subscribe to a closed hub")
-        subscriber = Subscriber(self, transport, client_filter, self.buffer_size)
+        subscriber = Subscriber(self, transport, client_filter, self.buffer_size,
+                                self.buffer_bytes)
         self._subscribers.add(subscriber)
         self._groups.setdefault(client_filter, set()).add(subscriber)
         return subscriber

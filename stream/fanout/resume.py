@@ -9,12 +9,14 @@ replayed seq are skipped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 from batcher.events import Batch
 from stream.fanout.hub import Message, Subscriber
+from stream.fanout.replays import ReplayGate
 
 __all__ = ["Cursor", "Gap", "ReplaySource", "replay_then_live"]
 
@@ -79,7 +81,8 @@ async def replay_then_live(
     epoch: str | None = None,
     page_size: int = 500,
     chunk_size: int = 100,
-) -> AsyncIterator[list[Message] | Gap]:
+    gate: ReplayGate | None = None,
+) -> AsyncGenerator[list[Message] | Gap, None]:
     """Everything ``subscriber`` should get after seq ``after`` (``None``: live only).
 
     ``subscriber`` must already be subscribed to the hub, and ``cursor.seq`` set to where a
@@ -89,6 +92,10 @@ async def replay_then_live(
     most ``chunk_size``, in seq order) for the transport to write at once: a client
     that fell a little behind catches up in one write. ``cursor`` advances past batches
     the filter drops; the caller advances it past what it sent.
+
+    With a ``gate``, each page holds one of its slots from the read until the caller has
+    taken the page's last chunk (close the generator, ``contextlib.aclosing``, so a
+    client that leaves mid-page frees its slot at once).
     """
     if after is not None:
         cursor.seq = after  # what the client has, should planning fail (store down)
@@ -98,9 +105,10 @@ async def replay_then_live(
             yield gap
         position = cursor.seq  # the last seq the replay has looked at
         while True:
-            page = await source.batches_after(position, page_size)
-            for item in _replay_page(page, position, subscriber, cursor, chunk_size):
-                yield item
+            async with _slot(gate):
+                page = await source.batches_after(position, page_size)
+                for item in _replay_page(page, position, subscriber, cursor, chunk_size):
+                    yield item
             if page:
                 position = page[-1].seq
             cursor.seq = max(cursor.seq, position)
@@ -115,6 +123,10 @@ async def replay_then_live(
             if not messages:
                 continue
         yield messages
+
+
+def _slot(gate: ReplayGate | None) -> AbstractAsyncContextManager[None]:
+    return gate if gate is not None else nullcontext()
 
 
 def _replay_page(page: list[Batch], position: int, subscriber: Subscriber, cursor: Cursor,

@@ -13,17 +13,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from batcher.store import StoreError, WatchLimitReached
 from stream.fanout.filters import ClientFilter, FilterError
 from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
+from stream.transports.admission import Refusal, Ticket, refusal_response
 from stream.web.errors import ApiError
 from stream.web.params import int_param, parse_uint, single_param
 from stream.web.routes import watch_limit_error
@@ -93,13 +96,15 @@ async def events_endpoint(request: Request) -> Response:
         except HubClosed:
             return  # shutting down: the retry hint below was never sent, EventSource retries
         cursor = Cursor(services.hub.last_seq)
+        items = replay_then_live(services.batches, subscriber, after, cursor,
+                                 gate=services.replays)
         try:
             # The start position, as a named event that carries data: every EventSource
             # implementation records its id as Last-Event-ID (npm `eventsource` drops an
             # id-only message), so even a client whose filter has matched nothing yet
             # resumes from the right place; browsers fire it only for a `start` listener.
             yield _start_message(after, cursor.seq, services.batches.epoch, retry_ms)
-            async for item in replay_then_live(services.batches, subscriber, after, cursor):
+            async for item in items:
                 if isinstance(item, Gap):
                     yield ServerSentEvent(data=orjson.dumps(item.to_dict()).decode(), event="gap")
                 else:
@@ -116,13 +121,25 @@ async def events_endpoint(request: Request) -> Response:
             yield ServerSentEvent(id=str(cursor.seq), comment=f"end: {_reason(subscriber.reason)}",
                                   retry=retry_ms)
         finally:
+            await items.aclose()  # frees its replay slot now, not when it is collected
             subscriber.close()
 
-    return EventSourceResponse(
-        _holding(services, addresses, stream()),
+    return _admitted(request, services, _holding(services, addresses, stream()))
+
+
+def _admitted(request: Request, services: Services,
+              body: AsyncIterator[ServerSentEvent | bytes]) -> Response:
+    """The stream's response, if the client may have one more connection (counted last,
+    so nothing before can fail holding a slot; before the stream starts)."""
+    ticket = services.admission.admit(request.client.host if request.client else "?")
+    if isinstance(ticket, Refusal):
+        return refusal_response(services.admission, ticket)
+    return _AdmittedStream(
+        body,
         ping=services.limits.sse_ping_seconds,
         send_timeout=services.limits.sse_send_timeout,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        ticket=ticket,
     )
 
 
@@ -151,6 +168,22 @@ def _start_message(after: int | None, last_seq: int, epoch: str, retry_ms: int
     data = {"resume_from": resume_from, "last_seq": last_seq, "epoch": epoch}
     return ServerSentEvent(id=str(resume_from), event="start", data=orjson.dumps(data).decode(),
                            retry=retry_ms)
+
+
+class _AdmittedStream(EventSourceResponse):
+    """The SSE response, holding the client's connection slot until it is over: however
+    it ends (a disconnect, a send timeout, the hub's cut, shutdown, even a body that
+    never started), the slot is given back once."""
+
+    def __init__(self, *args: Any, ticket: Ticket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ticket.release()
 
 
 def _reason(reason: DisconnectReason | None) -> str:

@@ -5,7 +5,8 @@ addresses, min_sats, resume_from) and receives ``batch`` messages. Recoverable e
 answer ``{"op":"error",...}`` and keep the connection. Close codes:
 
 - 1001 the server is shutting down (reconnect and resume);
-- 1008 policy: too many connections from one IP, or too many errors;
+- 1008 policy: too many errors (too many connections are refused before the
+  handshake: HTTP 429 from one IP, 503 when the server is full);
 - 1009 a message over the size limit;
 - 1011 the store failed during a replay; the reason names ``resume_from`` too;
 - 4008 the client fell behind; the reason names the last delivered seq
@@ -32,6 +33,7 @@ from stream import __version__
 from stream.fanout.hub import HubClosed, Subscriber
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
+from stream.transports.admission import Refusal, refusal_response
 from stream.transports.ws_session import (
     CLOSE_SLOW_CLIENT,
     Action,
@@ -43,7 +45,6 @@ from stream.transports.ws_session import (
     Watch,
     WsSession,
 )
-from stream.web.errors import error_response
 
 __all__ = ["CLOSE_SLOW_CLIENT", "PeerGone", "ws_endpoint"]
 
@@ -221,10 +222,11 @@ class _Connection:
     async def feed(self, subscriber: Subscriber, after: int | None, epoch: str | None,
                    scope: anyio.CancelScope) -> None:
         cursor = self.cursor
+        items = replay_then_live(self.services.batches, subscriber, after, cursor, epoch=epoch,
+                                 gate=self.services.replays)
         with scope:
             try:
-                async for item in replay_then_live(self.services.batches, subscriber, after,
-                                                   cursor, epoch=epoch):
+                async for item in items:
                     if isinstance(item, Gap):
                         await self.send_texts(
                             [orjson.dumps({"op": "gap", **item.to_dict()}).decode()])
@@ -241,6 +243,7 @@ class _Connection:
                 await self.perform(self.session.stream_failed(cursor.seq))
                 return
             finally:
+                await items.aclose()  # frees its replay slot now, not when it is collected
                 subscriber.close()
             # The hub ended the feed: the session says goodbye, and everything stops.
             await self.perform(self.session.stream_ended(subscriber.reason, cursor.seq))
@@ -248,19 +251,15 @@ class _Connection:
 
 async def ws_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
-    ip = websocket.client.host if websocket.client else "?"
-    per_ip = services.connections_by_ip
-    if per_ip.get(ip, 0) >= services.limits.max_connections_per_ip:
-        await websocket.send_denial_response(error_response(
-            429, "too_many_connections",
-            f"at most {services.limits.max_connections_per_ip} connections per client IP"))
+    admission = services.admission
+    # Refused before the handshake: an HTTP 429/503 with the typed error body.
+    ticket = admission.admit(websocket.client.host if websocket.client else "?")
+    if isinstance(ticket, Refusal):
+        await websocket.send_denial_response(refusal_response(admission, ticket))
         return
-    per_ip[ip] = per_ip.get(ip, 0) + 1
     try:
         await websocket.accept()
         connection = _Connection(websocket, services)
         await connection.run()
     finally:
-        per_ip[ip] -= 1
-        if not per_ip[ip]:
-            del per_ip[ip]
+        ticket.release()

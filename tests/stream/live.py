@@ -37,7 +37,9 @@ class Live:
 async def serving(app: Starlette, port: int) -> AsyncIterator[GracefulServer]:
     """``app`` served on ``port`` in this event loop by the production server class, so
     leaving (or setting ``should_exit``) runs ``chainwire serve``'s own shutdown."""
-    server = GracefulServer(uvicorn_config(app, host="127.0.0.1", port=port), app)
+    config = uvicorn_config(app, host="127.0.0.1", port=port,
+                            trusted_proxies=app.state.settings.trusted_proxies)
+    server = GracefulServer(config, app)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(10):
