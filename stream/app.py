@@ -21,6 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from batcher.store import StoreError
 from stream import __version__
 from stream.metrics import metrics_endpoint
 from stream.services import Limits, Services, run_services
@@ -34,6 +35,7 @@ from stream.web.errors import (
     api_error_handler,
     http_exception_handler,
     internal_error_handler,
+    store_error_handler,
 )
 from stream.web.headers import SecurityHeadersMiddleware
 from stream.web.health import check_health
@@ -122,6 +124,7 @@ def create_app(settings: Settings, limits: Limits | None = None, *,
             Middleware(ApiKeyMiddleware, keys=settings.api_keys),
         ],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler,
+                            StoreError: store_error_handler,
                             500: internal_error_handler},
     )
     # A trailing-slash redirect builds its Location from the request's Host: with any

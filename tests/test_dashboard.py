@@ -155,6 +155,13 @@ def test_the_dashboard_recreates_its_stream_when_a_proxy_502_closed_it(
             assert ("GET /events HTTP/1.1", 502) in nginx.requests()
             [missed_hash] = node.mine()  # while Chainwire is down
             missed = node.height
+            # The page's own retry (not the browser's) reaches nginx while Chainwire is down:
+            # wait for one to be answered 502 rather than hope the back-off lines up.
+            retried = (f"GET /events?last_event_id={last_seq} HTTP/1.1", 502)
+            deadline = time.monotonic() + 40
+            while retried not in nginx.requests():
+                assert time.monotonic() < deadline, "the page never retried its stream"
+                time.sleep(0.1)
 
             with ChainwireProcess(env, cwd=tmp_path, port=server.port):
                 sync_expect(connection).to_have_text("live", timeout=40_000)

@@ -170,7 +170,9 @@ def test_a_browser_eventsource_through_nginx_lives_through_a_chainwire_restart(
             NginxProcess(server.port, tmp_path) as nginx, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
+            # Chainwire's CSP forbids eval, which Playwright's string predicates use: the
+            # probe is the test's own instrumentation, not the page's code.
+            page = browser.new_page(bypass_csp=True)
             page.goto(f"{nginx.url}/healthz")  # any page of nginx's origin
             page.evaluate(PROBE)
             wait_until_page(page, "no start message", "log.length >= 1")
@@ -227,7 +229,9 @@ def test_without_the_444_a_chainwire_restart_closes_a_browser_eventsource_for_go
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
+            # Chainwire's CSP forbids eval, which Playwright's string predicates use: the
+            # probe is the test's own instrumentation, not the page's code.
+            page = browser.new_page(bypass_csp=True)
             page.goto(f"{nginx.url}/healthz")
             page.evaluate(PROBE)
             wait_until_page(page, "no start message", "log.length >= 1")

@@ -374,7 +374,7 @@ async def test_client_mistakes_leave_no_traceback_no_key_and_at_most_one_warning
         sock.close()
     for _ in range(3):
         raw = socket.create_connection(("127.0.0.1", port))
-        raw.sendall(f"GET /ws?key={KEY} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        raw.sendall(f"GET /ws?key={KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
         raw.close()
@@ -384,7 +384,7 @@ async def test_client_mistakes_leave_no_traceback_no_key_and_at_most_one_warning
         assert close_code(sock) == 1007
     # Denials: a wrong key (401), and a 101st connection from one IP (429).
     with closing(socket.create_connection(("127.0.0.1", port), timeout=5)) as sock:
-        sock.sendall(b"GET /ws?key=wrong-" + KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall(b"GET /ws?key=wrong-" + KEY.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      b"Sec-WebSocket-Version: 13\r\n\r\n")
@@ -393,7 +393,7 @@ async def test_client_mistakes_leave_no_traceback_no_key_and_at_most_one_warning
     held = [ws_open(port) for _ in range(Limits().max_connections_per_ip)]
     try:
         with closing(socket.create_connection(("127.0.0.1", port), timeout=5)) as sock:
-            sock.sendall(f"GET /ws?key={KEY} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            sock.sendall(f"GET /ws?key={KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
             assert read_head(sock).startswith(b"HTTP/1.1 429")
