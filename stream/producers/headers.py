@@ -112,7 +112,6 @@ class HeaderChain:
         self._pow_limit = pow_limit
         self._retarget_interval = retarget_interval
         self._blocks: dict[int, KnownBlock] = {}
-        self._tip: KnownBlock | None = None
         previous: KnownBlock | None = None
         for block in known:
             if previous is not None and (
@@ -125,7 +124,7 @@ class HeaderChain:
                 )
             self._blocks[block.height] = block
             previous = block
-        self._tip = previous
+        self._tip: KnownBlock | None = previous
         self._trim()
 
     @classmethod
