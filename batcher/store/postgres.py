@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+import batcher.store.postgres_bulk as bulk_sql
 import batcher.store.postgres_watch as watch_sql
 from batcher.events import Batch
 from batcher.store.base import StoreBase, check_limit
@@ -359,6 +360,15 @@ class PostgresStore(StoreBase):
                 "INSERT INTO chainwire_known_tx (address, txid, height) VALUES ($1, $2, $3)",
                 [(address, txid, int(height)) for txid, height in txs.items()],
             )
+
+    async def known_txs_many(self, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
+        async with self._connection() as conn:
+            return await bulk_sql.known_txs_many(conn, addresses)
+
+    async def logged_amounts(self, addresses: Sequence[str]
+                             ) -> dict[str, dict[str, tuple[int, int]]]:
+        async with self._connection() as conn:
+            return await bulk_sql.logged_amounts(conn, addresses)
 
     async def get_tip(self) -> tuple[int, str] | None:
         rows = await self._fetch("SELECT tip_height, tip_hash FROM chainwire_meta")
