@@ -333,15 +333,8 @@ class PostgresStore(StoreBase):
             return await watch_sql.page(conn, after, limit)
 
     async def watch_remove(self, address: str) -> bool:
-        rows = await self._fetch(
-            """
-            WITH gone AS (DELETE FROM chainwire_watch WHERE address = $1 RETURNING address),
-            kt AS (DELETE FROM chainwire_known_tx WHERE address = $1)
-            SELECT count(*) FROM gone
-            """,
-            address,
-        )
-        return bool(rows[0][0])
+        async with self._connection() as conn:
+            return await watch_sql.remove(conn, address)
 
     async def watch_list(self) -> list[str]:
         rows = await self._fetch("SELECT address FROM chainwire_watch ORDER BY id")
@@ -362,13 +355,11 @@ class PostgresStore(StoreBase):
             )
 
     async def known_txs_many(self, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
-        async with self._connection() as conn:
-            return await bulk_sql.known_txs_many(conn, addresses)
+        return bulk_sql.known_from_rows(await self._fetch(bulk_sql.KNOWN_MANY, list(addresses)))
 
     async def logged_amounts(self, addresses: Sequence[str]
                              ) -> dict[str, dict[str, tuple[int, int]]]:
-        async with self._connection() as conn:
-            return await bulk_sql.logged_amounts(conn, addresses)
+        return bulk_sql.amounts_from_rows(await self._fetch(bulk_sql.AMOUNTS, list(addresses)))
 
     async def get_tip(self) -> tuple[int, str] | None:
         rows = await self._fetch("SELECT tip_height, tip_hash FROM chainwire_meta")

@@ -1,43 +1,35 @@
 """The PostgreSQL store's bulk reads of the producers' state (start-up, not per address):
-one query per call, on a connection the engine hands in."""
+one query per call, each taking the addresses as one array parameter."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-if TYPE_CHECKING:
-    import asyncpg
+__all__ = ["AMOUNTS", "KNOWN_MANY", "amounts_from_rows", "known_from_rows"]
 
-    Conn = asyncpg.pool.PoolConnectionProxy[Any]
+KNOWN_MANY = (
+    "SELECT address, txid, height FROM chainwire_known_tx WHERE address = ANY($1::text[])"
+)
 
-__all__ = ["known_txs_many", "logged_amounts"]
+# Oldest first: a later event of the same (address, txid) overwrites an earlier one.
+# data is json text (kept byte-exact for replay): cast only to read three fields.
+AMOUNTS = """
+SELECT key, d->>'txid', (d->>'received_sats')::bigint, (d->>'sent_sats')::bigint
+FROM (SELECT key, seq, idx, data::json AS d FROM chainwire_events
+      WHERE type = 'address' AND key = ANY($1::text[])) AS e
+ORDER BY seq, idx
+"""
 
 
-async def known_txs_many(conn: Conn, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
-    rows = await conn.fetch(
-        "SELECT address, txid, height FROM chainwire_known_tx WHERE address = ANY($1::text[])",
-        list(addresses),
-    )
+def known_from_rows(rows: Iterable[Any]) -> dict[str, dict[str, int]]:
     known: dict[str, dict[str, int]] = {}
     for address, txid, height in rows:
         known.setdefault(address, {})[txid] = int(height)
     return known
 
 
-async def logged_amounts(conn: Conn, addresses: Sequence[str]
-                         ) -> dict[str, dict[str, tuple[int, int]]]:
-    # Oldest first: a later event of the same (address, txid) overwrites an earlier one.
-    # data is json text (kept byte-exact for replay): cast only to read three fields.
-    rows = await conn.fetch(
-        """
-        SELECT key, d->>'txid', (d->>'received_sats')::bigint, (d->>'sent_sats')::bigint
-        FROM (SELECT key, seq, idx, data::json AS d FROM chainwire_events
-              WHERE type = 'address' AND key = ANY($1::text[])) AS e
-        ORDER BY seq, idx
-        """,
-        list(addresses),
-    )
+def amounts_from_rows(rows: Iterable[Any]) -> dict[str, dict[str, tuple[int, int]]]:
     amounts: dict[str, dict[str, tuple[int, int]]] = {}
     for address, txid, received, sent in rows:
         if txid is not None:
