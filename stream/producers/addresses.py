@@ -54,7 +54,7 @@ from stream.electrum.subscriptions import (
 from .address_round import Incomplete, RoundWorker
 from .base import ChainChange, EventSink
 from .headers import Reorg
-from .restore import Restore
+from .restore import RESTORE_PAGE, Restore
 from .rounds import RoundOutcome, RoundPlan, large_tx_data
 from .watched import WatchedAddresses
 
@@ -94,6 +94,7 @@ class AddressProducer:
         loss_grace: float = 2.0,
         round_max: int = 500,
         retry_delay: float = 1.0,
+        restore_page: int = RESTORE_PAGE,
     ) -> None:
         self._pool = pool
         self._store = store
@@ -103,6 +104,7 @@ class AddressProducer:
         self._reorg_wait = reorg_wait
         self._round_max = round_max
         self._retry_delay = retry_delay
+        self._restore_page = restore_page
         self._watched = WatchedAddresses()
         self._worker = RoundWorker(
             pool, store, self._watched, network=network, confirmations=confirmations,
@@ -178,7 +180,8 @@ class AddressProducer:
         # it (the confirmation counts already sent are rebuilt from it).
         tip = await self._store.get_tip()
         self._tip = tip[0] if tip else 0
-        restore = self._restore = Restore(self._store, tip=self._tip, depth=self._depth)
+        restore = self._restore = Restore(self._store, tip=self._tip, depth=self._depth,
+                                          page=self._restore_page)
         task_status.started()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_restore, restore)
