@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from batcher.events import Event
-from batcher.store import NewBatch, ProducerState, open_store
+from batcher.store import NewBatch, ProducerState, StoreError, open_store
 from stream.electrum import ServerPool
 from stream.producers.addresses import AddressProducer
 from tests.producers.scripted import (
@@ -207,3 +207,23 @@ async def test_a_block_during_a_long_subscription_restore_gets_its_updates_befor
         assert len(run.pool.subscribed) == 12
         assert run.pool.asked_txs == []
     assert len(chunks_at_emit) == 1 and chunks_at_emit[0] <= 5
+
+
+async def test_a_store_failure_during_the_restore_is_retried_and_nothing_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def on_bulk(addresses: Sequence[str]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreError("scripted: the database went away")
+
+    async with restarted(tmp_path / "s.db", {ME: history((FUNDING_ID, 9))}, [ME, OTHER],
+                         known={ME: {FUNDING_ID: 9}}, tip=10, on_bulk=on_bulk) as run:
+        await run.idle()
+        assert run.producer.watching == 2 and run.producer.stats()["restoring"] == 0
+        assert run.sink.events == []  # ME resumed from its stored state
+    assert calls == 2
+    assert "restoring the watch list failed" in caplog.text
