@@ -207,6 +207,12 @@ class AddressProducer:
                                self._retry_delay, exc)
                 await anyio.sleep(self._retry_delay)
                 continue
+            except Exception:
+                # A bug must not stop the producer (and the server) for good: retry later.
+                logger.exception("restoring the watch list failed unexpectedly; retrying "
+                                 "in %.1fs", self._retry_delay)
+                await anyio.sleep(self._retry_delay)
+                continue
             if page is None:
                 break
             entries = {}

@@ -14,6 +14,7 @@ nothing (its stored state is what it must resume from).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
@@ -84,7 +85,7 @@ class Restore:
         if not self._pending:
             self.done = True
             return None
-        addresses = list(self._pending)[:self._page]
+        addresses = list(itertools.islice(self._pending, self._page))
         known = await self._store.known_txs_many(addresses)
         live = [a for a in addresses if any(self._may_change(h) for h in known.get(a, {}).values())]
         amounts = await self._store.logged_amounts(live) if live else {}
