@@ -244,6 +244,18 @@ class ProducerState(EventQueries, Protocol):
         """Replace the known transactions of ``address``."""
         ...
 
+    async def known_txs_many(self, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``known_txs`` of many addresses in one query (start-up reads the list in
+        pages): only those with known transactions are keys."""
+        ...
+
+    async def logged_amounts(self, addresses: Sequence[str]
+                             ) -> dict[str, dict[str, tuple[int, int]]]:
+        """``(received_sats, sent_sats)`` per txid of each address, from its latest stored
+        ``address`` event about that txid, in one query: what a restart already knows, so
+        it need not fetch those transactions again. Only addresses with events are keys."""
+        ...
+
     async def get_tip(self) -> tuple[int, str] | None:
         """The last processed tip as (height, hash), or None."""
         ...

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+import batcher.store.postgres_bulk as bulk_sql
 import batcher.store.postgres_watch as watch_sql
 from batcher.events import Batch
 from batcher.store.base import StoreBase, check_limit
@@ -332,15 +333,8 @@ class PostgresStore(StoreBase):
             return await watch_sql.page(conn, after, limit)
 
     async def watch_remove(self, address: str) -> bool:
-        rows = await self._fetch(
-            """
-            WITH gone AS (DELETE FROM chainwire_watch WHERE address = $1 RETURNING address),
-            kt AS (DELETE FROM chainwire_known_tx WHERE address = $1)
-            SELECT count(*) FROM gone
-            """,
-            address,
-        )
-        return bool(rows[0][0])
+        async with self._connection() as conn:
+            return await watch_sql.remove(conn, address)
 
     async def watch_list(self) -> list[str]:
         rows = await self._fetch("SELECT address FROM chainwire_watch ORDER BY id")
@@ -359,6 +353,13 @@ class PostgresStore(StoreBase):
                 "INSERT INTO chainwire_known_tx (address, txid, height) VALUES ($1, $2, $3)",
                 [(address, txid, int(height)) for txid, height in txs.items()],
             )
+
+    async def known_txs_many(self, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
+        return bulk_sql.known_from_rows(await self._fetch(bulk_sql.KNOWN_MANY, list(addresses)))
+
+    async def logged_amounts(self, addresses: Sequence[str]
+                             ) -> dict[str, dict[str, tuple[int, int]]]:
+        return bulk_sql.amounts_from_rows(await self._fetch(bulk_sql.AMOUNTS, list(addresses)))
 
     async def get_tip(self) -> tuple[int, str] | None:
         rows = await self._fetch("SELECT tip_height, tip_hash FROM chainwire_meta")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 from batcher.store.interface import WatchPage
 
-__all__ = ["LEASES_MIGRATION", "add", "expire", "page"]
+__all__ = ["LEASES_MIGRATION", "add", "expire", "page", "remove"]
 
 # Any constant works, as long as every node uses the same one ("CHWL").
 WATCH_LOCK = 0x4348574C
@@ -61,6 +61,18 @@ async def add(conn: Conn, wanted: Sequence[str], leased: bool,
         return None
     added = {r[0] for r in rows}
     return [a for a in wanted if a in added]
+
+
+async def remove(conn: Conn, address: str) -> bool:
+    gone = await conn.fetchval(
+        """
+        WITH gone AS (DELETE FROM chainwire_watch WHERE address = $1 RETURNING address),
+        kt AS (DELETE FROM chainwire_known_tx WHERE address = $1)
+        SELECT count(*) FROM gone
+        """,
+        address,
+    )
+    return bool(gone)
 
 
 async def expire(conn: Conn, addresses: Sequence[str]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+import batcher.store.sqlite_bulk as bulk_sql
 import batcher.store.sqlite_watch as watch_sql
 from batcher.events import Batch
 from batcher.store.base import StoreBase, check_limit
@@ -115,8 +116,6 @@ class SQLiteStore(StoreBase):
     @property
     def url(self) -> str:
         return f"sqlite:///{self._path}"
-
-
 
     async def open(self) -> None:
         """Open (creating the file and schema if needed) and migrate."""
@@ -359,6 +358,13 @@ class SQLiteStore(StoreBase):
             )
 
         await self._run(self._transaction(body))
+
+    async def known_txs_many(self, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
+        return await self._run(lambda conn: bulk_sql.known_txs_many(conn, addresses))
+
+    async def logged_amounts(self, addresses: Sequence[str]
+                             ) -> dict[str, dict[str, tuple[int, int]]]:
+        return await self._run(lambda conn: bulk_sql.logged_amounts(conn, addresses))
 
     async def get_tip(self) -> tuple[int, str] | None:
         rows = await self._fetch("SELECT tip_height, tip_hash FROM chainwire_meta")

@@ -21,6 +21,10 @@ not sent again (``address_log``).
 Reorgs: a round waits (briefly) until the block producer has caught up with the servers'
 tip, so the ``reorg`` event is always emitted before the ``address`` events it causes.
 
+Start-up: ``run`` reports started after one query (the stored tip); the watch list and
+its stored state are read in bulk in the background (``restore``), and subscribed a few
+chunks per round, so rounds (a new block's confirmation updates) go on meanwhile.
+
 Each address's state is one ``WatchedAddress`` (``watched``): watching adds an entry,
 unwatching removes it. A round's work is ``address_round``, its named types and pure steps
 ``rounds``; this module keeps the inputs, the loop, and the recording after each round.
@@ -50,6 +54,7 @@ from stream.electrum.subscriptions import (
 from .address_round import Incomplete, RoundWorker
 from .base import ChainChange, EventSink
 from .headers import Reorg
+from .restore import RESTORE_PAGE, Restore
 from .rounds import RoundOutcome, RoundPlan, large_tx_data
 from .watched import WatchedAddresses
 
@@ -58,6 +63,9 @@ __all__ = ["AddressProducer", "CommittingSink", "large_tx_data"]
 logger = logging.getLogger(__name__)
 
 _SUBSCRIBE_CHUNK = 1000
+# Chunks subscribed per round: a round with 100k addresses to subscribe (a restart) must
+# not hold back the rounds behind it (new blocks, notifications) until all are done.
+_SUBSCRIBE_CHUNKS_PER_ROUND = 5
 # How long a round waits when a history came from a server behind the notifying one.
 _STALE_DELAY = 0.1
 
@@ -86,6 +94,7 @@ class AddressProducer:
         loss_grace: float = 2.0,
         round_max: int = 500,
         retry_delay: float = 1.0,
+        restore_page: int = RESTORE_PAGE,
     ) -> None:
         self._pool = pool
         self._store = store
@@ -95,6 +104,7 @@ class AddressProducer:
         self._reorg_wait = reorg_wait
         self._round_max = round_max
         self._retry_delay = retry_delay
+        self._restore_page = restore_page
         self._watched = WatchedAddresses()
         self._worker = RoundWorker(
             pool, store, self._watched, network=network, confirmations=confirmations,
@@ -105,6 +115,7 @@ class AddressProducer:
         self._tip_move_pending = False
         self._tip = 0
         self._subs: ScripthashSubscription | None = None
+        self._restore: Restore | None = None  # from run() on
         self._busy = True  # until the loop first waits for work
         self._wake = anyio.Event()
         self._chain_moved = anyio.Event()
@@ -119,11 +130,15 @@ class AddressProducer:
     def watch(self, addresses: Iterable[str]) -> None:
         """Start watching (canonical, already stored) addresses."""
         for address in addresses:
+            if self._restore is not None and self._restore.is_pending(address):
+                continue  # watched already: its stored state is on the way
             self._watched.add(address, self._pool.scripthash(address))
         self._wake.set()
 
     def unwatch(self, address: str) -> None:
         """Stop watching (the store has already forgotten it)."""
+        if self._restore is not None:
+            self._restore.forget(address)
         if self._watched.remove(address):
             self._wake.set()
 
@@ -136,7 +151,10 @@ class AddressProducer:
 
     @property
     def watching(self) -> int:
-        return len(self._watched)
+        return len(self._watched) + self._restoring()
+
+    def _restoring(self) -> int:
+        return 0 if self._restore is None else self._restore.pending
 
     @property
     def idle(self) -> bool:
@@ -145,39 +163,68 @@ class AddressProducer:
         know that nothing more will be emitted for what happened so far. Read-only: it
         peeks at the timers (``next_deadline`` would also prune the timer queue)."""
         return not (self._busy or self._wake.is_set() or self._changes
+                    or self._restore is None or not self._restore.done
                     or self._tip_move_pending
                     or self._watched.dirty_count or self._watched.pending_subscriptions
                     or any(entry.deadline() < math.inf for entry in self._watched))
 
     def stats(self) -> dict[str, int]:
-        return {**self._counters, "watching": len(self._watched),
+        return {**self._counters, "watching": self.watching,
+                "restoring": self._restoring(),
+                "to_subscribe": self._watched.subscribe_backlog,
                 "dirty": self._watched.dirty_count, "tip": self._tip}
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self._restore()
+        # One query before started: the stored tip, read before the block producer moves
+        # it (the confirmation counts already sent are rebuilt from it).
+        tip = await self._store.get_tip()
+        self._tip = tip[0] if tip else 0
+        restore = self._restore = Restore(self._store, tip=self._tip, depth=self._depth,
+                                          page=self._restore_page)
         task_status.started()
-        async with self._pool.subscribe_scripthashes() as subs:
-            self._subs = subs
-            async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._run_restore, restore)
+            async with self._pool.subscribe_scripthashes() as subs:
+                self._subs = subs
                 tg.start_soon(self._listen, subs)
                 await self._loop(subs)
 
-    async def _restore(self) -> None:
-        """The stored tip and watch list, each address with its known transactions (and
-        to be compared with the event log before its first events)."""
-        tip = await self._store.get_tip()
-        self._tip = tip[0] if tip else 0
-        for address in await self._store.watch_list():
-            self.watch([address])
-            entry = self._watched.get(address)
-            assert entry is not None
-            entry.known = known = await self._store.known_txs(address)
-            entry.confirmations = {
-                txid: min(self._depth, self._tip - height + 1)
-                for txid, height in known.items() if 0 < height <= self._tip
-            }
-            entry.log_checked = False
+    async def _run_restore(self, restore: Restore) -> None:
+        """The stored watch list, a page at a time, each address with its known
+        transactions (to be compared with the event log before its first events) and the
+        stored amounts of those that may still change (not fetched again)."""
+        started = anyio.current_time()
+        listed = False
+        while True:
+            try:
+                if not listed:
+                    await restore.read_list(self._watched)
+                    listed = True
+                page = await restore.next_page()
+            except StoreError as exc:
+                logger.warning("restoring the watch list failed, retrying in %.1fs: %s",
+                               self._retry_delay, exc)
+                await anyio.sleep(self._retry_delay)
+                continue
+            except Exception:
+                # A bug must not stop the producer (and the server) for good: retry later.
+                logger.exception("restoring the watch list failed unexpectedly; retrying "
+                                 "in %.1fs", self._retry_delay)
+                await anyio.sleep(self._retry_delay)
+                continue
+            if page is None:
+                break
+            entries = {}
+            for address in restore.still_pending(page):
+                entry = self._watched.add(address, self._pool.scripthash(address))
+                if entry is not None:
+                    entries[address] = entry
+            restore.take(page, entries)
+            self._wake.set()
+        logger.info("restored %d watched addresses in %.2f s (subscribing in the background)",
+                    len(self._watched), anyio.current_time() - started)
+        self._wake.set()
 
     async def _listen(self, subs: ScripthashSubscription) -> None:
         async for note in subs:
@@ -226,7 +273,8 @@ class AddressProducer:
             else:
                 if self._watched.any_stale():
                     await anyio.sleep(_STALE_DELAY)
-                if self._watched.dirty_count or self._changes:
+                if (self._watched.dirty_count or self._changes
+                        or self._watched.subscribe_backlog):
                     self._wake.set()
 
     # -- one round ---------------------------------------------------------------------
@@ -275,7 +323,10 @@ class AddressProducer:
         gone = self._watched.take_unsubscribe()
         if gone:
             await subs.remove(gone)
-        while chunk := self._watched.to_subscribe(_SUBSCRIBE_CHUNK):
+        for _ in range(_SUBSCRIBE_CHUNKS_PER_ROUND):
+            chunk = self._watched.to_subscribe(_SUBSCRIBE_CHUNK)
+            if not chunk:
+                break
             statuses = await subs.add_addresses(chunk)
             for address in chunk:
                 self._watched.subscribed(address)

@@ -5,7 +5,8 @@ scanner (with ``CHAINWIRE_SCAN_BLOCKS``) and the fee producer listen to its chai
 Start order matters: the address producer reads the stored tip before the block producer
 starts catching up, so confirmations counted before a restart are not counted again.
 Every ``run`` reports started before touching Electrum: the server's start-up never waits
-on an upstream server.
+on an upstream server, nor on the watch list (the address producer restores it in the
+background, after reading the stored tip).
 """
 
 from __future__ import annotations

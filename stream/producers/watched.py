@@ -9,6 +9,7 @@ those queues only point at entries and are kept by its methods, never by hand.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -139,7 +140,7 @@ class WatchedAddresses:
 
     def take_dirty(self, limit: int) -> list[WatchedAddress]:
         """The first ``limit`` dirty addresses, no longer dirty."""
-        taken = list(self._dirty)[:limit]
+        taken = list(itertools.islice(self._dirty, limit))
         for address in taken:
             del self._dirty[address]
         return [self._entries[a] for a in taken]
@@ -198,7 +199,12 @@ class WatchedAddresses:
 
     def to_subscribe(self, limit: int) -> list[str]:
         """Up to ``limit`` watched addresses not subscribed yet, oldest first."""
-        return list(self._to_subscribe)[:limit]
+        return list(itertools.islice(self._to_subscribe, limit))
+
+    @property
+    def subscribe_backlog(self) -> int:
+        """How many watched addresses are not subscribed yet."""
+        return len(self._to_subscribe)
 
     @property
     def pending_subscriptions(self) -> bool:

@@ -73,6 +73,7 @@ class ScriptedSubscription:
         self._notes = notes
 
     async def add_addresses(self, addresses: Sequence[str]) -> dict[str, str | None]:
+        self._pool.subscribed.append(list(addresses))
         return {self._pool.scripthash(a): self._pool.status(a) for a in addresses}
 
     async def remove(self, scripthashes: Sequence[str]) -> None:
@@ -99,6 +100,8 @@ class ScriptedPool:
         self.raws = raws
         self.removed: list[str] = []
         self.asked_histories: list[list[str]] = []
+        self.asked_txs: list[list[str]] = []  # each get_transactions_batch
+        self.subscribed: list[list[str]] = []  # each add_addresses
         self.gate = anyio.Event()
         #: Runs (once) while a history batch is in flight: answered, not yet returned.
         self.on_histories: Hook | None = None
@@ -143,6 +146,8 @@ class ScriptedPool:
         return answers
 
     async def get_transactions_batch(self, txids: Iterable[str]) -> list[Any]:
+        txids = list(txids)
+        self.asked_txs.append(txids)
         return [self.raws.get(t, ServerError(2, "no such transaction")) for t in txids]
 
     def servers_tip(self) -> int | None:
@@ -183,11 +188,18 @@ class StoringSink:
 
 
 class HookedStore:
-    """A store whose event-log reads (``address_events``) first run ``on_log(address)``."""
+    """A store whose event-log reads (``address_events``) first run ``on_log(address)``,
+    and whose bulk reads of known transactions (start-up) first run ``on_bulk(addresses)``."""
 
     def __init__(self, store: BatchStore) -> None:
         self._store = store
         self.on_log: Callable[[str], Awaitable[None]] | None = None
+        self.on_bulk: Callable[[Sequence[str]], Awaitable[None]] | None = None
+
+    async def known_txs_many(self, addresses: Sequence[str]) -> dict[str, dict[str, int]]:
+        if self.on_bulk is not None:
+            await self.on_bulk(addresses)
+        return await self._store.known_txs_many(addresses)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
