@@ -64,6 +64,11 @@ class PeerGone(Exception):
 
 
 class _Connection:
+    # One per connection, held for its whole life: no per-instance dict.
+    __slots__ = ("cursor", "feed_scope", "held", "peer", "send_lock", "send_timeout",
+                 "sending_since", "services", "session", "subscriber", "task_group",
+                 "watchdog", "ws")
+
     def __init__(self, websocket: WebSocket, services: Services,
                  watchdog: WsWatch | None = None) -> None:
         self.ws = websocket
