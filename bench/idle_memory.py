@@ -43,7 +43,7 @@ TRANSPORTS = ("sse", "ws")
 SYSTEMS = ("baseline", "chainwire")
 AIM_KB = 20  # the aim, per idle connection
 WARMUP_CLIENTS = 20
-KB = 1000  # the figures are in kB as /proc prints them: decimal is close enough
+KB = 1000  # figures in kB of 1000 bytes (VmRSS is read in KiB and turned into bytes)
 
 
 @dataclass
