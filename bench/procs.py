@@ -137,12 +137,14 @@ class Proc:
 
 @contextlib.asynccontextmanager
 async def spawn(name: str, argv: list[str], workdir: Path, *,
-                stop: str | None = "quit") -> AsyncIterator[Proc]:
+                stop: str | None = "quit", env: dict[str, str] | None = None,
+                ) -> AsyncIterator[Proc]:
+    """``argv`` running in the repository, with ``env`` on top of this environment."""
     log = workdir / f"{name}.log"
     with log.open("wb") as err:
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=err, limit=1 << 26)
+            stderr=err, limit=1 << 26, env={**os.environ, **env} if env else None)
     proc = Proc(name, process, log)
     try:
         yield proc

@@ -37,6 +37,7 @@ from stream.producers.sink import BatcherSink, CommitTracker, TeeSink
 from stream.producers.supervisor import Producers
 from stream.settings import Settings
 from stream.transports.admission import Admission
+from stream.transports.ws_watch import WsWatch
 from stream.watching import Watching
 
 __all__ = ["Limits", "Services", "run_services"]
@@ -169,6 +170,11 @@ class Services:
     def replays(self) -> ReplayGate:
         return ReplayGate(self.limits.max_replays)
 
+    @cached_property
+    def ws_watch(self) -> WsWatch:
+        """One watchdog for every WebSocket (stalled sends, the shutdown's goodbyes)."""
+        return WsWatch(self.limits.ws_send_timeout, self.shutting_down)
+
     @property
     def connections_by_ip(self) -> dict[str, int]:
         """Open stream connections (SSE and WS) by client IP."""
@@ -241,6 +247,7 @@ async def run_services(settings: Settings, limits: Limits | None = None, *,
             await tg.start(runner.run)
             await tg.start(pruner.run)
             await tg.start(services.watching.run)
+            await tg.start(services.ws_watch.run)
             async with anyio.create_task_group() as producing:
                 if producers:
                     await producing.start(chain.run)

@@ -16,7 +16,7 @@ from contextlib import aclosing
 from typing import Any
 
 import orjson
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -27,6 +27,7 @@ from stream.fanout.hub import DisconnectReason, HubClosed, HubState
 from stream.fanout.resume import Cursor, Gap, replay_then_live
 from stream.services import Services
 from stream.transports.admission import Refusal, Ticket, refusal_response
+from stream.transports.sse_response import LeanEventSourceResponse
 from stream.web.errors import ApiError
 from stream.web.params import int_param, parse_uint, single_param
 from stream.web.routes import watch_limit_error
@@ -170,7 +171,7 @@ def _start_message(after: int | None, last_seq: int, epoch: str, retry_ms: int
                            retry=retry_ms)
 
 
-class _AdmittedStream(EventSourceResponse):
+class _AdmittedStream(LeanEventSourceResponse):
     """The SSE response, holding the client's connection slot until it is over: however
     it ends (a disconnect, a send timeout, the hub's cut, shutdown, even a body that
     never started), the slot is given back once."""

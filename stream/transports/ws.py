@@ -14,12 +14,14 @@ answer ``{"op":"error",...}`` and keep the connection. Close codes:
 
 The protocol itself (what to send, when to close, which limits) is
 ``stream.transports.ws_session.WsSession``, a pure state machine; this module is the I/O
-around it: it reads frames, runs the feed and the watchdogs, and performs the session's
-actions on the socket, the watch list and the hub.
+around it: it reads frames, runs the feed, and performs the session's actions on the
+socket, the watch list and the hub; the server's one ``WsWatch`` watches its sends and
+tells it when the server shuts down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -45,6 +47,7 @@ from stream.transports.ws_session import (
     Watch,
     WsSession,
 )
+from stream.transports.ws_watch import WsWatch
 
 __all__ = ["CLOSE_SLOW_CLIENT", "PeerGone", "ws_endpoint"]
 
@@ -61,9 +64,16 @@ class PeerGone(Exception):
 
 
 class _Connection:
-    def __init__(self, websocket: WebSocket, services: Services) -> None:
+    # One per connection, held for its whole life: no per-instance dict.
+    __slots__ = ("cursor", "feed_scope", "held", "peer", "send_lock", "send_timeout",
+                 "sending_since", "services", "session", "subscriber", "task_group",
+                 "watchdog", "ws")
+
+    def __init__(self, websocket: WebSocket, services: Services,
+                 watchdog: WsWatch | None = None) -> None:
         self.ws = websocket
         self.services = services
+        self.watchdog = watchdog  # the server's one watchdog: stalled sends, shutdown
         limits = services.limits
         self.send_timeout = limits.ws_send_timeout
         self.session = WsSession(
@@ -71,8 +81,10 @@ class _Connection:
                           max_message_bytes=limits.ws_max_message_bytes,
                           max_errors=limits.ws_max_errors),
             services.canonical_address)
-        # Taken for every chunk of frames: skip anyio's yield to the loop when free.
-        self.send_lock = anyio.Lock(fast_acquire=True)
+        # Taken for every chunk of frames, and free unless a reply meets the feed: asyncio's
+        # lock takes it without a yield to the loop and makes its waiters' deque only
+        # when someone waits (anyio's holds one from the start: ~0.8 kB per connection).
+        self.send_lock = asyncio.Lock()
         self.sending_since: float | None = None
         self.peer = websocket.client.host if websocket.client else "?"
         self.subscriber: Subscriber | None = None
@@ -95,12 +107,12 @@ class _Connection:
                     self.subscriber.set_filter(action.filter)
             elif isinstance(action, Close):
                 await self.close(action.code, action.reason)
-            else:  # End: the feed, the watchdogs and the read loop all stop
+            else:  # End: the feed and the read loop both stop
                 assert self.task_group is not None
                 self.task_group.cancel_scope.cancel()
 
     async def send_texts(self, texts: list[str]) -> None:
-        """Send each text as one frame, in order, under one lock (``watch_sends`` bounds
+        """Send each text as one frame, in order, under one lock (``WsWatch`` bounds
         how long that may take); ``PeerGone`` if the client went away."""
         async with self.send_lock:
             try:
@@ -146,23 +158,21 @@ class _Connection:
             self.held -= gone
             self.services.release(gone)
 
-    async def watch_sends(self) -> None:
-        """Let go of a peer that stopped reading.
+    def let_go(self) -> None:
+        """The watchdog (``WsWatch``) saw a send make no progress for ``ws_send_timeout``:
+        the peer stopped reading, and its sends would block for good (holding its
+        subscriber, connection and per-IP slot)."""
+        logger.info("WS client %s has not read for %.0f s; letting it go at seq %d",
+                    self.peer, self.send_timeout, self.cursor.seq)
+        self.session.send_stalled()  # End: no close frame, it would block too
+        if self.task_group is not None:
+            self.task_group.cancel_scope.cancel()
 
-        Its sends would block for good (holding its subscriber, connection and per-IP
-        slot). A check every quarter of ``ws_send_timeout`` costs nothing per frame,
-        unlike a deadline on each send (a timer set and cancelled 100k times a second
-        at 1000 clients).
-        """
-        timeout = self.send_timeout
-        while True:
-            await anyio.sleep(timeout / 4)
-            since = self.sending_since
-            if since is not None and time.monotonic() - since > timeout:
-                logger.info("WS client %s has not read for %.0f s; letting it go at seq %d",
-                            self.peer, timeout, self.cursor.seq)
-                await self.perform(self.session.send_stalled())
-                return
+    def say_goodbye(self) -> None:
+        """Shutdown (told by ``WsWatch``): every connection says goodbye with 1001,
+        subscribed or not."""
+        if self.task_group is not None:
+            self.task_group.start_soon(self.close_on_shutdown)
 
     async def run(self) -> None:
         store = self.services.batches
@@ -173,8 +183,10 @@ class _Connection:
             await self.perform(hello)
             async with anyio.create_task_group() as tg:
                 self.task_group = tg
-                tg.start_soon(self.close_on_shutdown)
-                tg.start_soon(self.watch_sends)
+                # No idle tasks of its own: one watchdog for all connections tells it
+                # when it stalled or the server shuts down (``WsWatch``).
+                if self.watchdog is not None:
+                    self.watchdog.add(self)
                 await self.read_loop()
                 tg.cancel_scope.cancel()
         except* PeerGone:
@@ -182,11 +194,11 @@ class _Connection:
             # the peer left, which is how connections end; anything else propagates.
             self.session.peer_gone()
         finally:
+            if self.watchdog is not None:
+                self.watchdog.discard(self)
             self.release_unnamed(ended=True)
 
     async def close_on_shutdown(self) -> None:
-        """Every connection says goodbye with 1001, subscribed or not."""
-        await self.services.shutting_down.wait()
         await self.perform(self.session.shutdown())
 
     async def read_loop(self) -> None:
@@ -259,7 +271,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         return
     try:
         await websocket.accept()
-        connection = _Connection(websocket, services)
+        connection = _Connection(websocket, services, services.ws_watch)
         await connection.run()
     finally:
         ticket.release()

@@ -229,3 +229,20 @@ async def test_an_idle_waiter_is_woken_by_a_cut_and_by_shutdown(hubs: list[Hub])
             cut._end(DisconnectReason.SLOW_CLIENT)  # as a failing filter does
             hub.close()
     assert results == {"cut": [], "closed": []}
+
+
+@pytest.mark.anyio
+async def test_a_receive_cancelled_while_waiting_leaves_the_subscriber_usable(
+    hubs: list[Hub],
+) -> None:
+    hub = Hub(buffer_size=3)
+    hubs.append(hub)
+    subscriber = hub.subscribe("ws", ClientFilter())
+    with anyio.move_on_after(0.05) as waited:  # a feed restarted, a handler cancelled...
+        await subscriber.receive()
+    assert waited.cancelled_caught
+    hub.publish(block(1))  # wakes nobody: the cancelled wait is not woken twice
+    hub.publish(block(2))
+    with anyio.fail_after(1):
+        assert [m.seq for m in await subscriber.receive(max_messages=1)] == [1]
+        assert [m.seq for m in await subscriber.receive()] == [2]
