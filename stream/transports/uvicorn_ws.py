@@ -20,10 +20,13 @@ import asyncio
 import logging
 from typing import Any
 
+import orjson
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
+from websockets.http11 import Request, Response
 
 __all__ = ["BulkWriteWebSocketProtocol"]
 
@@ -41,6 +44,26 @@ class BulkWriteWebSocketProtocol(WebSocketsSansIOProtocol):
     _flush_handle: asyncio.Handle | None = None
     _queued_bytes = 0
     _app_closed = False  # the app sent its close (any later send is its own misuse)
+
+    def handle_connect(self, event: Request) -> None:
+        """A handshake websockets refuses (no ``Sec-WebSocket-Key``, a bad version...) is
+        answered in the API's JSON error shape, not websockets' plain text."""
+        refused = self.conn.accept(event)
+        if refused.status_code == 101:
+            super().handle_connect(event)
+            return
+        message = refused.body.decode("utf-8", "replace").strip() or refused.reason_phrase
+        body = orjson.dumps({"error": {"code": "bad_handshake", "message": message}})
+        headers = Headers([(k, v) for k, v in refused.headers.raw_items()
+                           if k.lower() not in ("content-type", "content-length")])
+        headers["Content-Type"] = "application/json"
+        headers["Content-Length"] = str(len(body))
+        self.request = event
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.conn.send_response(Response(refused.status_code, refused.reason_phrase,
+                                         headers, body))
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
 
     async def run_asgi(self) -> None:
         app = self.app

@@ -268,6 +268,27 @@ def test_ws_without_upgrade_headers_gets_a_typed_426(edge_server: ChainwireProce
     assert "WebSocket" in error["message"]
 
 
+@pytest.mark.parametrize(("broken", "status"), [
+    (b"Sec-WebSocket-Version: 13\r\n", b"400"),  # no Sec-WebSocket-Key
+    (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n", b"400"),
+])
+def test_a_handshake_websockets_refuses_is_answered_in_json(
+    edge_server: ChainwireProcess, broken: bytes, status: bytes,
+) -> None:
+    with closing(socket.create_connection(("127.0.0.1", edge_server.port), timeout=5)) as sock:
+        sock.sendall(b"GET /ws?key=" + KEY.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Upgrade: websocket\r\nConnection: Upgrade\r\n" + broken + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status), head
+    assert b"content-type: application/json" in head.lower()
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "bad_handshake"
+    assert "Sec-WebSocket" in error["message"]
+
+
 # -- oversized WebSocket frames -------------------------------------------------------------
 
 
