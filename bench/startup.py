@@ -31,17 +31,15 @@ import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 from embit.networks import NETWORKS
 from embit.script import Script
 
 from batcher.store.postgres import PostgresStore
+from bench.persist import fresh_database
 from bench.procs import ROOT, free_port
 from stream.producers.restore import RESTORE_PAGE
 from tests.bed.bed import Bed
@@ -70,24 +68,6 @@ def addresses(n: int) -> list[str]:
     """``n`` distinct regtest P2WPKH addresses nobody pays."""
     return [str(Script(b"\x00\x14" + (9_000_000 + i).to_bytes(20, "big"))
                 .address(NETWORKS["regtest"])) for i in range(n)]
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str) -> AsyncIterator[str]:
-    name = f"cw_bench_startup_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def seed(url: str, watch: list[str]) -> None:
