@@ -9,30 +9,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
 
 from batcher.events import Event
-from batcher.store import NewBatch, ProducerState, StoreError, open_store
-from stream.electrum import ServerPool
-from stream.producers.addresses import AddressProducer
+from batcher.store import StoreError
 from tests.producers.scripted import (
     ME,
     OTHER,
-    HookedStore,
-    ScriptedPool,
-    StoringSink,
     extended,
     regtest_address,
 )
 from tests.producers.test_address_rounds import (
     FUNDING_ID,
-    RAWS,
     SPEND_ID,
     Run,
     history,
+    producing,
 )
 
 pytestmark = pytest.mark.anyio
@@ -54,25 +49,10 @@ async def restarted(db: Path, histories: dict[str, list[dict[str, Any]]],
                     **options: Any) -> AsyncIterator[Run]:
     """A producer started on a store left by an earlier run: ``watch`` with ``known``
     transactions at ``tip``, ``events`` stored. ``on_bulk`` runs at each bulk read."""
-    pool = ScriptedPool(histories, dict(RAWS))
-    pool.gate.set()
-    async with open_store(f"sqlite:///{db}") as raw:
-        await raw.set_tip(tip, "ab" * 32)
-        await raw.watch_add(watch)
-        for address, txs in known.items():
-            await raw.set_known_txs(address, txs)
-        for event in events:
-            await raw.save_batches([NewBatch.encoded(event.type, (event,), event.ts)])
-        store = HookedStore(raw)
-        store.on_bulk = on_bulk
-        sink = StoringSink(raw)
-        options.setdefault("retry_delay", 0.0)
-        producer = AddressProducer(cast(ServerPool, pool), cast(ProducerState, store), sink,
-                                   network="regtest", **options)
-        async with anyio.create_task_group() as tg:
-            await tg.start(producer.run)
-            yield Run(producer, pool, sink, store, raw)
-            tg.cancel_scope.cancel()
+    async with producing(db, histories, watch, known=known, tip=tip, logged=events,
+                         on_bulk=on_bulk, **options) as run:
+        run.pool.gate.set()
+        yield run
 
 
 async def test_after_a_restart_known_transactions_are_priced_from_the_store_not_fetched(

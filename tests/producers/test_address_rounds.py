@@ -8,7 +8,7 @@ hope for, made certain."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +71,12 @@ class Run:
 @asynccontextmanager
 async def producing(db: Path, histories: dict[str, list[dict[str, Any]]],
                     watch: Sequence[str], *, known: Mapping[str, dict[str, int]] | None = None,
-                    tip: int = 10, logged: Sequence[Event] = (), **options: Any
-                    ) -> AsyncIterator[Run]:
+                    tip: int = 10, logged: Sequence[Event] = (),
+                    on_bulk: Callable[[Sequence[str]], Awaitable[None]] | None = None,
+                    **options: Any) -> AsyncIterator[Run]:
     """The producer restored from a store at ``tip`` watching ``watch`` (with ``known``
     transactions, and ``logged`` events stored); it subscribes (and starts its rounds)
-    once ``run.pool.gate`` is set."""
+    once ``run.pool.gate`` is set. ``on_bulk`` runs at each bulk read of the restore."""
     pool = ScriptedPool(histories, dict(RAWS))
     async with open_store(f"sqlite:///{db}") as raw:
         await raw.set_tip(tip, "ab" * 32)
@@ -85,6 +86,7 @@ async def producing(db: Path, histories: dict[str, list[dict[str, Any]]],
         for event in logged:
             await raw.save_batches([NewBatch.encoded(event.type, (event,), event.ts)])
         store = HookedStore(raw)
+        store.on_bulk = on_bulk
         sink = StoringSink(raw)
         options.setdefault("retry_delay", 0.0)
         producer = AddressProducer(cast(ServerPool, pool), cast(ProducerState, store), sink,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,7 +19,7 @@ from tests.batcher.conftest import fresh_pg_database, pg_url_for
 from tests.bed.electrumx import ElectrumXServer
 from tests.server_process import free_port
 
-__all__ = ["Live", "live_server", "serving"]
+__all__ = ["Live", "in_process", "live_server", "serving"]
 
 
 class Live:
@@ -66,3 +67,15 @@ async def live_server(servers: list[ElectrumXServer], limits: Limits | None = No
         port = free_port()
         async with serving(app, port):
             yield Live(app.state.services, port)
+
+
+@asynccontextmanager
+async def in_process(tmp_path: Path, limits: Limits) -> AsyncIterator[tuple[Services, int]]:
+    """A server on SQLite with no Electrum server and no producers: for tests of the
+    streaming edge alone. Yields its services and port."""
+    settings = Settings(network="regtest", servers=("tcp://127.0.0.1:9",),
+                        database_url=f"sqlite:///{tmp_path / 'cw.db'}")
+    app = create_app(settings, limits, producers=False)
+    port = free_port()
+    async with serving(app, port):
+        yield app.state.services, port

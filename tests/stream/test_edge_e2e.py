@@ -16,8 +16,8 @@ import resource
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -32,13 +32,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from batcher.events import Event
-from stream.app import create_app
-from stream.services import Limits, Services
+from stream.services import Limits
 from stream.serving import uvicorn_config
-from stream.settings import Settings
 from stream.web.errors import error_response
 from tests.server_process import ChainwireProcess, free_port
-from tests.stream.live import serving
+from tests.stream.live import in_process
 
 KEY = "k3y-that-must-never-be-logged-7f2c"
 HEADER_TIMEOUT = 1.0
@@ -459,16 +457,6 @@ async def test_client_mistakes_leave_no_traceback_no_key_and_at_most_one_warning
 
 
 # -- a non-reading SSE client (in-process: its send timeout shortened) ----------------------
-
-
-@asynccontextmanager
-async def in_process(tmp_path: Path, limits: Limits) -> AsyncIterator[tuple[Services, int]]:
-    settings = Settings(network="regtest", servers=("tcp://127.0.0.1:9",),
-                        database_url=f"sqlite:///{tmp_path / 'cw.db'}")
-    app = create_app(settings, limits, producers=False)
-    port = free_port()
-    async with serving(app, port):
-        yield app.state.services, port
 
 
 @pytest.mark.anyio

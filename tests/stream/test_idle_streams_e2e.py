@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
@@ -23,19 +22,9 @@ from stream.app import create_app
 from stream.services import Limits, Services
 from stream.settings import Settings
 from tests.server_process import free_port
-from tests.stream.live import serving
+from tests.stream.live import in_process, serving
 
 Stream = anyio.abc.SocketStream
-
-
-@asynccontextmanager
-async def in_process(tmp_path: Path, limits: Limits) -> AsyncIterator[tuple[Services, int]]:
-    settings = Settings(network="regtest", servers=("tcp://127.0.0.1:9",),
-                        database_url=f"sqlite:///{tmp_path / 'cw.db'}")
-    app = create_app(settings, limits, producers=False)
-    port = free_port()
-    async with serving(app, port):
-        yield app.state.services, port
 
 
 async def read_until(stream: Stream, buf: bytearray, marker: bytes) -> bytes:
